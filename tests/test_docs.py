@@ -1,0 +1,69 @@
+"""The docs build and the repository's generated files, checked without Quarto.
+
+`nbdev-docs` needs Quarto, which is not installable everywhere; its first stage, `nbdev.serve.proc_nbs`,
+processes every notebook exactly as the docs build does (running the export and show_doc cells) and fails
+on the same errors. Each check runs in a copy of the project, so the working tree is never touched.
+"""
+import filecmp, shutil, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def copy_project(dst):
+    for name in ('pyproject.toml', 'nbs', 'difrob'):
+        src = ROOT/name
+        (shutil.copytree(src, dst/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+         if src.is_dir() else shutil.copy(src, dst/name))
+    return dst
+
+
+PROC = "from nbdev.serve import proc_nbs; proc_nbs(n_workers=2)"
+
+
+def test_docs_process_cleanly(tmp_path):
+    proj = copy_project(tmp_path)
+    r = subprocess.run([sys.executable, '-c', PROC], cwd=proj, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    # a cell mixing imports with other code renders wrongly in the docs: nbdev only warns, we fail
+    assert 'Found cells containing imports and other code' not in r.stderr, r.stderr[-3000:]
+    done = {p.relative_to(proj/'_proc').as_posix() for p in (proj/'_proc').rglob('*.ipynb')}
+    expected = {p.relative_to(proj/'nbs').as_posix() for p in (proj/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts}
+    assert expected <= done, expected - done
+
+
+def test_docs_check_catches_errors(tmp_path):
+    """The check above can fail: a notebook whose exported cell breaks makes the docs build fail."""
+    proj = copy_project(tmp_path)
+    nb = new_notebook(cells=[new_markdown_cell('# broken'), new_code_cell('#| export\nfrom difrob.core import no_such_name')])
+    nb.metadata = {'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}}
+    nbformat.write(nb, str(proj/'nbs'/'api'/'50_broken.ipynb'))
+    r = subprocess.run([sys.executable, '-c', PROC], cwd=proj, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and 'no_such_name' in r.stderr
+
+
+def test_clean_and_export_change_nothing(tmp_path):
+    proj = copy_project(tmp_path)
+    for cmd in ('nbdev-clean', 'nbdev-export'):
+        subprocess.run([str(BIN/cmd)], cwd=proj, check=True, capture_output=True, timeout=300)
+    for sub in ('nbs', 'difrob'):
+        for p in (ROOT/sub).rglob('*'):
+            if p.is_file() and '__pycache__' not in p.parts and '.ipynb_checkpoints' not in p.parts:
+                assert filecmp.cmp(p, proj/sub/p.relative_to(ROOT/sub), shallow=False), \
+                    f'{p.relative_to(ROOT)} changes under nbdev-clean/nbdev-export: run them and commit'
+
+
+def test_readme_is_generated_from_index():
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT/'.ci'/'run').read_text()
+    cmd = next(l.split('=', 1)[1].strip().strip("'") for l in ci.splitlines() if l.startswith('TEST_CMD='))
+    assert cmd in (ROOT/'README.md').read_text()

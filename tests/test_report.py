@@ -1,0 +1,92 @@
+"""difrob-report end to end: ordering, failures, skipping, exit codes, the index; and the project's quick report."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli():
+    exe = Path(sys.executable).parent/'difrob-report'
+    return [str(exe)] if exe.exists() else [shutil.which('difrob-report')]
+
+
+def make_nb(path, body, requires=(), params="out_dir = None"):
+    nb = new_notebook(cells=[new_markdown_cell(f'# {path.stem}'), new_code_cell(params, metadata={'tags': ['parameters']}),
+                             new_code_cell(body)])
+    nb.metadata = {'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'},
+                   'difrob': {'requires': list(requires)}}
+    nbformat.write(nb, str(path))
+
+
+WRITE = """
+import json, pathlib
+p = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)
+(p/'metrics.json').write_text(json.dumps({'value': value, 'cwd_has_nbs': pathlib.Path('good.ipynb').exists()}))
+"""
+
+
+def test_runner_failures_and_order(tmp_path):
+    nbs, out = tmp_path/'nbs', tmp_path/'reports'
+    nbs.mkdir()
+    make_nb(nbs/'good.ipynb', WRITE, params="value = 1\nout_dir = None")
+    make_nb(nbs/'bad.ipynb', "raise ValueError('eps looks like pixels: 8')", requires=['good'])
+    make_nb(nbs/'after_bad.ipynb', "print('never runs')", requires=['bad'])
+    make_nb(nbs/'other.ipynb', WRITE, params="value = 2\nout_dir = None")
+    nbformat.write(new_notebook(cells=[new_code_cell('1/0')]), str(nbs/'not_an_experiment.ipynb'))
+    (nbs/'profiles').mkdir()
+    (nbs/'profiles'/'big.yml').write_text('other: {value: 42}\n')
+    r = subprocess.run(cli() + ['--nbs', str(nbs), '--out', str(out), '--profile', 'big', '--no-progress'],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    recs = {x['name']: x for x in json.loads((out/'index.json').read_text())}
+    assert list(recs) == ['good', 'bad', 'after_bad', 'other']  # dependency order, alphabetical among equals
+    assert recs['good']['status'] == 'ok' and recs['good']['metrics'] == {'value': 1, 'cwd_has_nbs': True}
+    assert recs['other']['metrics']['value'] == 42  # the profile's parameter reached the notebook
+    assert recs['bad']['status'] == 'failed' and 'eps looks like pixels' in recs['bad']['error']
+    assert recs['after_bad']['status'] == 'skipped'
+    assert (out/'bad'/'bad.ipynb').exists() and (out/'bad'/'bad.html').exists()  # failed notebooks are still rendered
+    assert (out/'good'/'good.html').read_text().count('<html') >= 1
+    page = (out/'index.html').read_text()
+    assert 'eps looks like pixels' in page and 'href="good/good.html"' in page and '1 failed' in page and '1 skipped' in page
+    assert '[2/4] bad: failed' in r.stdout
+
+
+def test_runner_bad_arguments(tmp_path):
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    make_nb(nbs/'a.ipynb', WRITE, requires=['missing'])
+    r = subprocess.run(cli() + ['--nbs', str(nbs), '--out', str(tmp_path/'o')], capture_output=True, text=True)
+    assert r.returncode == 2 and "requires ['missing']" in r.stderr
+    r = subprocess.run(cli() + ['--nbs', str(nbs), '--profile', 'nope'], capture_output=True, text=True)
+    assert r.returncode == 2 and "profile 'nope'" in r.stderr
+
+
+def test_report_dir_from_any_folder(tmp_path):
+    """papermill runs notebooks in the caller's folder: the default out_dir must still be the project's reports/."""
+    r = subprocess.run([sys.executable, '-c', 'from difrob.core import report_dir; print(report_dir("xyz_probe"))'],
+                       cwd=tmp_path, capture_output=True, text=True, check=True)
+    got = Path(r.stdout.strip())
+    try: assert got == ROOT/'reports'/'xyz_probe'
+    finally: got.rmdir()
+
+
+def test_quick_report(tmp_path):
+    """The main job, as the README runs it, into a temporary folder; its headline findings must hold."""
+    out = tmp_path/'reports'
+    r = subprocess.run(cli() + ['--out', str(out), '--no-progress'], capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = {x['name']: x for x in json.loads((out/'index.json').read_text())}
+    assert all(x['status'] == 'ok' for x in recs.values())
+    # data: the embedded digits, as documented
+    m = json.loads((out/'data'/'metrics.json').read_text())
+    assert (m['n_images'], m['n_classes'], m['image_shape']) == (1437, 10, [1, 8, 8])
+    assert sum(m['class_counts'].values()) == 1437
+    assert m['max_class_count'] / m['min_class_count'] < 1.1  # digits are balanced
+    assert 0 <= m['pixel_min'] and m['pixel_max'] <= 1 and 0.2 < m['pixel_mean'][0] < 0.4
+    prov = json.loads((out/'data'/'provenance.json').read_text())
+    assert prov['params']['dataset'] == 'digits' and prov['versions']['torch']
+    for f in ('samples.png', 'class_balance.png', 'pixel_stats.png', 'data.html', 'data.ipynb'):
+        assert (out/'data'/f).stat().st_size > 1000, f
