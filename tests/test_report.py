@@ -90,3 +90,16 @@ def test_quick_report(tmp_path):
     assert prov['params']['dataset'] == 'digits' and prov['versions']['torch']
     for f in ('samples.png', 'class_balance.png', 'pixel_stats.png', 'data.html', 'data.ipynb'):
         assert (out/'data'/f).stat().st_size > 1000, f
+    # train: adversarial training buys robustness that standard training does not have (digits, Linf eps 0.1)
+    t = json.loads((out/'train'/'metrics.json').read_text())
+    assert (t['norm'], t['eps'], t['autoattack_version'], t['n_eval']) == ('Linf', 0.1, 'standard', 200)
+    assert t['clean_acc'] >= 0.9 and t['standard_clean_acc'] >= 0.9           # both models learned the task
+    assert t['autoattack_acc'] >= t['standard_autoattack_acc'] + 0.3          # AT clearly more robust under AutoAttack
+    assert t['pgd_acc'] >= t['standard_pgd_acc'] + 0.3                        # and under PGD
+    assert t['autoattack_acc'] <= t['pgd_acc'] + 0.02                         # AutoAttack is at least as strong as PGD
+    assert t['standard_autoattack_acc'] < 0.3                                 # the standard model is broken
+    import pandas as pd
+    rows = pd.read_csv(out/'train'/'eval_at.csv', keep_default_na=False)
+    assert len(rows) == 200 and abs(rows['aa_correct'].mean() - t['autoattack_acc']) < 1e-9
+    for f in ('training_curves.png', 'robustness.png', 'model.safetensors', 'train.html'):
+        assert (out/'train'/f).exists(), f
