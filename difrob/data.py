@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/data.html.md"""
 
 # %% ../nbs/api/01_data.ipynb #e5b2f7f4
 from __future__ import annotations
-import fcntl, math, os, pickle, struct, warnings, zipfile
+import contextlib, fcntl, math, os, struct, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,9 +258,7 @@ class ConcatImages:
         which = np.searchsorted(self.offsets, idx, side='right') - 1
         for k in np.unique(which):
             m = which == k
-            local = idx[m] - self.offsets[k]
-            order = np.argsort(local, kind='stable')  # sorted reads are kinder to memmaps
-            out[np.flatnonzero(m)[order]] = self.parts[k][local[order]]
+            out[m] = self.parts[k][idx[m] - self.offsets[k]]
         return out[0] if scalar else out
 
 # %% ../nbs/api/01_data.ipynb #279b8b34
@@ -299,9 +297,11 @@ def save_generated(path:str|Path, # the .npz file to write
     "Write `images` and `labels` as one uncompressed `.npz` (keys `image`, `label`), atomically."
     path = Path(path)
     if path.suffix != '.npz': raise ValueError(f"{path}: generated data is stored as .npz")
-    images, labels = _as_stored(images, labels, path)
-    with atomic_write(path) as f: np.savez(f, image=images, label=labels)
+    _write_npz(path, *_as_stored(images, labels, path))
     return path
+
+def _write_npz(path, images, labels):
+    with atomic_write(path) as f: np.savez(f, image=images, label=labels)
 
 # %% ../nbs/api/01_data.ipynb #dddec85d
 class ShardStore:
@@ -325,12 +325,13 @@ class ShardStore:
                 else: save_json(mf, {'format': 'difrob-shards/1', 'meta': meta, 'shards': {}})
         elif not mf.exists(): raise FileNotFoundError(f"{mf}: no manifest; create the store with ShardStore(path, meta=...)")
 
+    @contextlib.contextmanager
     def _lock(self):
-        class _L:
-            def __enter__(s):
-                s.f = open(self.path/'.manifest.lock', 'a'); fcntl.flock(s.f, fcntl.LOCK_EX); return s
-            def __exit__(s, *a): fcntl.flock(s.f, fcntl.LOCK_UN); s.f.close()
-        return _L()
+        "Hold an exclusive lock on the manifest (other processes adding shards wait)."
+        with open(self.path/'.manifest.lock', 'a') as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try: yield
+            finally: fcntl.flock(f, fcntl.LOCK_UN)
 
     @property
     def manifest(self) -> dict: return load_json(self.path/self.MANIFEST)
@@ -350,8 +351,8 @@ class ShardStore:
         "Write shard `name` atomically and record it (count, class counts, sha256, `info`) in the manifest."
         if not name or '/' in name or name.startswith('.'): raise ValueError(f"bad shard name {name!r}")
         f = self.path/f'{name}.npz'
-        save_generated(f, images, labels)
-        with np.load(f) as z: labels = z['label']
+        images, labels = _as_stored(images, labels, f)
+        _write_npz(f, images, labels)
         rec = {'file': f.name, 'count': int(len(labels)), 'class_counts': np.bincount(labels).tolist() if len(labels) else [],
                'sha256': file_sha256(f), 'bytes': f.stat().st_size, **info}
         with self._lock():
@@ -366,17 +367,13 @@ class ShardStore:
         "All shards as one `GeneratedData` (memory-mapped), in shard-name order."
         recs = self.shards
         if not recs: raise ValueError(f"{self.path}: the store holds no shards yet")
-        parts, labels, files = [], [], []
-        for name in sorted(recs):
-            rec, f = recs[name], self.path/recs[name]['file']
+        names = sorted(recs)
+        files = [self.path/recs[n]['file'] for n in names]
+        for f, n in zip(files, names):
             if not f.exists(): raise FileNotFoundError(f"{f}: shard listed in {self.path/self.MANIFEST} is missing")
-            if verify and file_sha256(f) != rec['sha256']:
+            if verify and file_sha256(f) != recs[n]['sha256']:
                 raise ValueError(f"{f}: checksum does not match {self.MANIFEST}; the shard is corrupt or was modified")
-            img, lab = _read_npz(f)
-            lab = _check_arrays(img, lab, f, num_classes)
-            if len(lab) != rec['count']: raise ValueError(f"{f}: holds {len(lab)} images, the manifest says {rec['count']}")
-            parts.append(img); labels.append(lab); files.append(f)
-        return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), files)
+        return _open_files(files, num_classes, counts=[recs[n]['count'] for n in names])
 
 # %% ../nbs/api/01_data.ipynb #9f8f5c46
 def load_generated(path, # .npz file, list of .npz files, glob pattern, or a shard folder with manifest.json
@@ -395,13 +392,18 @@ def load_generated(path, # .npz file, list of .npz files, glob pattern, or a sha
             if not files: raise FileNotFoundError(f"{path}: no file matches")
         else: files = [p]
     if not files: raise ValueError("no files given")
+    return _open_files(files, num_classes)
+
+def _open_files(files, num_classes=None, counts=None):
+    "Open and check .npz files (images memory-mapped) as one `GeneratedData`; `counts`: the lengths they must have."
     parts, labels = [], []
-    for f in files:
+    for i, f in enumerate(files):
         img, lab = _read_npz(f)
         labels.append(_check_arrays(img, lab, f, num_classes)); parts.append(img)
+        if counts is not None and len(lab) != counts[i]: raise ValueError(f"{f}: holds {len(lab)} images, the manifest says {counts[i]}")
     shapes = {im.shape[1:] for im in parts}
     if len(shapes) > 1: raise ValueError(f"parts have different image shapes {sorted(shapes)}: {[str(f) for f in files]}")
-    return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), files)
+    return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), list(files))
 
 def merge_generated(src, # anything `load_generated` opens
                     dst:str|Path, # the single .npz to write

@@ -164,7 +164,6 @@ def load_model(path, device='cpu') -> Classifier:
     "Rebuild a classifier saved with `save_model` and load its weights."
     _, meta = load_weights(path, device='cpu')
     cfg = dict(meta['config']); arch = cfg.pop('arch')
-    if m := re.fullmatch(r'wrn-(\d+)-(\d+)', arch): cfg.pop('bn_momentum', None)
     model = create_model(arch, **cfg)
     load_weights(path, model)
     return model.to(device)

@@ -217,7 +217,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
             with torch.no_grad():
                 tot += loss.item() * len(x); n += len(x)
                 n_rob += (la.argmax(1) == y).sum().item()
-                n_clean += ((lc if lc is not None else model(x)).argmax(1) == y).sum().item() if cfg.loss != 'pgd' else 0
+                if lc is not None: n_clean += (lc.argmax(1) == y).sum().item()  # PGD-AT has no clean forward pass
             bar.set_postfix(loss=f'{tot / n:.3f}', clean=f'{n_clean / n:.3f}' if cfg.loss != 'pgd' else '-', robust=f'{n_rob / n:.3f}')
         sched.step()
         with torch.no_grad():  # batch-norm statistics of the live model go to the EMA model
