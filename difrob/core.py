@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['seed_everything', 'get_device', 'project_root', 'report_dir', 'atomic_write', 'to_jsonable', 'json_normal',
            'save_json', 'load_json', 'git_info', 'package_versions', 'provenance', 'save_metrics', 'save_weights',
-           'load_weights', 'file_sha256']
+           'load_weights', 'file_sha256', 'train_state', 'load_train_state']
 
 # %% ../nbs/api/00_core.ipynb #c34652ba
 import numpy as np
@@ -223,3 +223,31 @@ def file_sha256(path:str|Path, chunk:int=1<<24) -> str:
     with open(path, 'rb') as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
+
+# %% ../nbs/api/00_core.ipynb #b901956f
+def train_state(modules:dict, # name -> nn.Module, e.g. {'model': model, 'ema': ema}
+                opt:torch.optim.Optimizer, sched=None, # the optimizer and (optionally) its LR scheduler
+               ) -> tuple[dict, dict]:
+    "(tensors, JSON metadata) of a training run's state, ready for `save_weights(path, tensors, config, **meta)`."
+    t = {f'{name}.{k}': v for name, m in modules.items() for k, v in m.state_dict().items()}
+    pid = {id(p): i for i, p in enumerate(q for g in opt.param_groups for q in g['params'])}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v): t[f'opt.{pid[id(p)]}.{k}'] = v
+    meta = {'param_groups': [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups]}
+    if sched is not None: meta['scheduler'] = sched.state_dict()
+    return t, meta
+
+def load_train_state(path:str|Path, # as given to `save_weights`
+                     modules:dict, opt:torch.optim.Optimizer, sched=None) -> dict:
+    "Restore what `train_state` saved into `modules`, `opt` and `sched`; return the JSON metadata."
+    sd, meta = load_weights(path)
+    for name, m in modules.items():
+        m.load_state_dict({k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + '.')})
+    params = [q for g in opt.param_groups for q in g['params']]
+    for k, v in sd.items():
+        if k.startswith('opt.'):
+            _, i, name = k.split('.', 2); opt.state[params[int(i)]][name] = v.to(params[int(i)].device)
+    for g, saved in zip(opt.param_groups, meta['param_groups']): g.update(saved)
+    if sched is not None: sched.load_state_dict(meta['scheduler'])
+    return meta

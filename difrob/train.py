@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from .attacks import check_threat, model_state, pgd
-from .core import get_device, load_json, load_weights, save_json, save_weights, seed_everything
+from .core import get_device, load_json, load_train_state, load_weights, save_json, save_weights, seed_everything, train_state
 from .data import BatchMixer, ImageData, RandomCropFlip, check_images, check_labels
 
 # %% ../nbs/api/06_train.ipynb #2d93b113
@@ -105,29 +105,6 @@ class TrainConfig:
         return self.eps / 4 if self.norm == 'Linf' else 2 * self.eps / max(self.attack_steps, 1)
 
 # %% ../nbs/api/06_train.ipynb #b8319f35
-def _ckpt_state(model, ema, opt, sched, epoch, step, history, best):
-    t = {f'model.{k}': v for k, v in model.state_dict().items()}
-    t.update({f'ema.{k}': v for k, v in ema.state_dict().items()})
-    pid = {id(p): i for i, p in enumerate(q for g in opt.param_groups for q in g['params'])}
-    for p, st in opt.state.items():
-        for k, v in st.items():
-            if torch.is_tensor(v): t[f'opt.{pid[id(p)]}.{k}'] = v
-    return t, {'epoch': epoch, 'step': step, 'scheduler': sched.state_dict(),
-               'param_groups': [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups],
-               'history': history, 'best': best}
-
-def _load_ckpt(path, model, ema, opt, sched):
-    sd, meta = load_weights(path)
-    model.load_state_dict({k[6:]: v for k, v in sd.items() if k.startswith('model.')})
-    ema.load_state_dict({k[4:]: v for k, v in sd.items() if k.startswith('ema.')})
-    params = [q for g in opt.param_groups for q in g['params']]
-    for k, v in sd.items():
-        if k.startswith('opt.'):
-            _, i, name = k.split('.', 2); opt.state[params[int(i)]][name] = v.to(params[int(i)].device)
-    for g, saved in zip(opt.param_groups, meta['param_groups']): g.update(saved)
-    sched.load_state_dict(meta['scheduler'])
-    return meta
-
 def _bn_layers(model): return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 def validate(model, x, y, cfg:TrainConfig, seed:int=0, batch_size:int=500) -> tuple:
@@ -174,7 +151,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
             saved = load_json(ck/'last.json')['config']
             if saved != dataclasses.asdict(cfg): raise ValueError(f"{ck/'last.json'}: the checkpoint was made with another config; "
                                                                   f"differs in {sorted(k for k in saved if saved[k] != dataclasses.asdict(cfg).get(k))}")
-            meta = _load_ckpt(ck/'last', model, ema, opt, sched)
+            meta = load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched)
             history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
     autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     for epoch in range(start, cfg.epochs):
@@ -238,7 +215,8 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
             if 'val_robust' in rec: msg += f" | EMA val clean {rec['val_clean']:.3f} robust {rec['val_robust']:.3f}"
             tqdm.write(msg + f" ({rec['seconds']:.1f} s)")
         if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            t, meta = _ckpt_state(model, ema, opt, sched, epoch, step, history, {k: v for k, v in best.items() if k != 'state'})
+            t, meta = train_state({'model': model, 'ema': ema}, opt, sched)
+            meta.update(epoch=epoch, step=step, history=history, best={k: v for k, v in best.items() if k != 'state'})
             save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='train-state', **meta)
     if out is not None: save_json(out/'history.json', history)
     final = ema.module
