@@ -408,18 +408,21 @@ def _open_files(files, num_classes=None, counts=None):
 def merge_generated(src, # anything `load_generated` opens
                     dst:str|Path, # the single .npz to write
                     chunk:int=1 << 16, # images copied at a time
+                    indices=None, # if given, only these images (in this order)
                    ) -> Path:
     "Merge generated data into one DM-Improves-AT-compatible `.npz`, copying in chunks (never all in memory)."
     data, dst = load_generated(src), Path(dst)
+    idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(data)): raise IndexError(f"indices outside [0, {len(data)})")
     if dst.suffix != '.npz': raise ValueError(f"{dst}: generated data is stored as .npz")
     tmp = dst.with_name(dst.name + '.tmp-merge')
     try:
         with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
             with zf.open('image.npy', 'w', force_zip64=True) as f:
-                np.lib.format.write_array_header_2_0(f, {'descr': '|u1', 'fortran_order': False, 'shape': tuple(data.images.shape)})
-                for s in tqdm(range(0, len(data), chunk), desc='merge', leave=False):
-                    f.write(np.ascontiguousarray(data.images[np.arange(s, min(s + chunk, len(data)))]).tobytes())
-            with zf.open('label.npy', 'w', force_zip64=True) as f: np.lib.format.write_array(f, data.labels)
+                np.lib.format.write_array_header_2_0(f, {'descr': '|u1', 'fortran_order': False, 'shape': (len(idx), *data.images.shape[1:])})
+                for s in tqdm(range(0, len(idx), chunk), desc='merge', leave=False):
+                    f.write(np.ascontiguousarray(data.images[idx[s:s + chunk]]).tobytes())
+            with zf.open('label.npy', 'w', force_zip64=True) as f: np.lib.format.write_array(f, data.labels[idx])
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True); raise
