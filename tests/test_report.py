@@ -113,4 +113,14 @@ def test_quick_report(tmp_path):
     from difrob.data import load_generated
     gen = load_generated(out/'generate'/'generated.npz', num_classes=10)
     assert gen.images.shape == (3000, 8, 8, 1) and gen.class_counts(10).tolist() == [300] * 10
+    # generated_at: real vs real + generated at equal steps over 3 seeds. The direction of the gain is reported, not
+    # asserted (the paper's finding needs its scale); what must hold is a fair, sane comparison.
+    c = json.loads((out/'generated_at'/'metrics.json').read_text())
+    runs = pd.DataFrame(c['runs'])
+    assert c['seeds'] == 3 and len(runs) == 6 and runs.groupby('arm')['seed'].nunique().tolist() == [3, 3]
+    assert runs['steps'].nunique() == 1                                       # the same optimisation budget for both arms
+    assert (runs['AutoAttack'] <= runs['PGD'] + 0.02).all()                   # AutoAttack at least as strong as PGD, every run
+    assert c['real_autoattack_mean'] >= 0.5 and c['mixed_autoattack_mean'] >= 0.5   # both arms are adversarially trained
+    assert abs(c['autoattack_gain'] - (c['mixed_autoattack_mean'] - c['real_autoattack_mean'])) < 1e-9
+    assert (out/'generated_at'/'comparison.png').stat().st_size > 1000
 
