@@ -6,18 +6,15 @@
 Times the real trainer (`difrob.train.train`): two runs of different numbers of batches, so set-up costs
 cancel in the difference. Writes reports/benchmarks/at_step.{json,md}.
 """
-import argparse, platform, time
-from pathlib import Path
+import argparse, time
 
 import torch
 
-from difrob.core import package_versions, save_json
 from difrob.data import ImageData
 from difrob.models import create_model
 from difrob.train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from common import write_report
 
 def seconds_per_batch(arch, shape, batch, device, bf16=False, channels_last=False, n=(5, 25), repeats=3):
     "Median over `repeats` of (time of n[1] batches − time of n[0] batches) / (n[1] − n[0]), after a warm-up run."
@@ -58,15 +55,9 @@ def main():
         rows.append(dict(arch=arch, input='x'.join(map(str, shape)), batch=batch, device=dev, bf16=bf16, channels_last=cl,
                          seconds_per_step=round(s, 4), images_per_s=round(batch / s, 1)))
         print(rows[-1], flush=True)
-    info = {'cpu': platform.processor() or platform.machine(), 'threads': torch.get_num_threads(),
-            'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'versions': package_versions()}
-    out = ROOT/'reports'/'benchmarks'
-    save_json(out/'at_step.json', {'rows': rows, 'machine': info})
-    head = '| arch | input | batch | device | bf16 | channels_last | s/step | images/s |\n|---|---|---|---|---|---|---|---|\n'
-    table = head + ''.join(f"| {r['arch']} | {r['input']} | {r['batch']} | {r['device']} | {r['bf16']} | {r['channels_last']} | "
-                           f"{r['seconds_per_step']} | {r['images_per_s']} |\n" for r in rows)
-    (out/'at_step.md').write_text(f"# AT step throughput (TRADES, 10 PGD steps)\n\nMachine: {info['cpu']}, {info['threads']} threads, "
-                                  f"GPU: {info['gpu']}\n\n{table}")
+    table = write_report('at_step', 'AT step throughput (TRADES, 10 PGD steps)', rows,
+                         {'arch': 'arch', 'input': 'input', 'batch': 'batch', 'device': 'device', 'bf16': 'bf16',
+                          'channels_last': 'channels_last', 'seconds_per_step': 's/step', 'images_per_s': 'images/s'})
     print(table)
 
 

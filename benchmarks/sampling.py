@@ -7,16 +7,15 @@ Times `difrob.generate.generate_images`, the code path of `difrob-generate` (per
 EDM's uint8 conversion), after one warm-up batch. Random weights: speed does not depend on them.
 Writes reports/benchmarks/sampling.{json,md}.
 """
-import argparse, platform, time
-from pathlib import Path
+import argparse, time
 
 import torch
 
-from difrob.core import package_versions, save_json
 from difrob.diffusion import FixedBatch, create_denoiser
 from difrob.generate import generate_images
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import write_report
+
 STEPS = {'heun': 18, 'euler': 18, 'dpm': 18}
 
 
@@ -50,15 +49,10 @@ def main():
             rows.append(dict(model=name, params_M=round(params / 1e6, 2), device=dev, bf16=bf16, sampler=sampler, steps=STEPS[sampler],
                              nfe=nfe, batch=n, images_per_s=round(ips, 1), network_evals_per_s=round(ips * nfe, 1)))
             print(rows[-1], flush=True)
-    info = {'cpu': platform.processor() or platform.machine(), 'threads': torch.get_num_threads(),
-            'gpu': torch.cuda.get_device_name() if torch.cuda.is_available() else None, 'versions': package_versions()}
-    out = ROOT/'reports'/'benchmarks'
-    save_json(out/'sampling.json', {'rows': rows, 'machine': info})
-    head = '| model | params (M) | device | bf16 | sampler | steps | NFE | batch | images/s | network evals/s |\n|' + '---|' * 10 + '\n'
-    table = head + ''.join(f"| {r['model']} | {r['params_M']} | {r['device']} | {r['bf16']} | {r['sampler']} | {r['steps']} | {r['nfe']} | "
-                           f"{r['batch']} | {r['images_per_s']} | {r['network_evals_per_s']} |\n" for r in rows)
-    (out/'sampling.md').write_text(f"# EDM sampling throughput\n\nMachine: {info['cpu']}, {info['threads']} threads, "
-                                   f"GPU: {info['gpu']}\n\n{table}")
+    table = write_report('sampling', 'EDM sampling throughput', rows,
+                         {'model': 'model', 'params_M': 'params (M)', 'device': 'device', 'bf16': 'bf16', 'sampler': 'sampler',
+                          'steps': 'steps', 'nfe': 'NFE', 'batch': 'batch', 'images_per_s': 'images/s',
+                          'network_evals_per_s': 'network evals/s'})
     print(table)
 
 

@@ -239,8 +239,16 @@ def train_state(modules:dict, # name -> nn.Module, e.g. {'model': model, 'ema': 
     return t, meta
 
 def load_train_state(path:str|Path, # as given to `save_weights`
-                     modules:dict, opt:torch.optim.Optimizer, sched=None) -> dict:
+                     modules:dict, opt:torch.optim.Optimizer, sched=None,
+                     config:dict|None=None, # if given, the checkpoint's config must equal it (resuming another run is refused)
+                    ) -> dict:
     "Restore what `train_state` saved into `modules`, `opt` and `sched`; return the JSON metadata."
+    if config is not None:
+        js = _weight_paths(path)[1]
+        saved = load_json(js)['config'] if js.exists() else None
+        if saved is not None and saved != config:
+            raise ValueError(f"{js}: the checkpoint was made with another config; "
+                             f"differs in {sorted(k for k in saved if saved[k] != config.get(k))}")
     sd, meta = load_weights(path)
     for name, m in modules.items():
         m.load_state_dict({k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + '.')})

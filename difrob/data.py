@@ -381,6 +381,7 @@ def load_generated(path, # .npz file, list of .npz files, glob pattern, or a sha
                    verify:bool=True, # for shard folders: check SHA-256 checksums against the manifest
                   ) -> GeneratedData:
     "Open generated data (DM-Improves-AT .npz files or a difrob shard folder) without loading the images."
+    if isinstance(path, GeneratedData): return path  # already open: nothing is read again
     if isinstance(path, (list, tuple)): files = [Path(p) for p in path]
     else:
         p = Path(path).expanduser()
@@ -405,7 +406,7 @@ def _open_files(files, num_classes=None, counts=None):
     if len(shapes) > 1: raise ValueError(f"parts have different image shapes {sorted(shapes)}: {[str(f) for f in files]}")
     return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), list(files))
 
-def merge_generated(src, # anything `load_generated` opens
+def merge_generated(src, # anything `load_generated` opens (or its result)
                     dst:str|Path, # the single .npz to write
                     chunk:int=1 << 16, # images copied at a time
                     indices=None, # if given, only these images (in this order)

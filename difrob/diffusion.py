@@ -6,26 +6,24 @@ Docs: https://difrob.github.io/difrob/api/diffusion.html.md"""
 
 # %% ../nbs/api/04_diffusion.ipynb #a3b26702
 from __future__ import annotations
-import contextlib, dataclasses, math, time
+import dataclasses, math, time
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'SAMPLERS', 'edm_precond', 'edm_weight', 'to_model_space', 'from_model_space', 'EDMDenoiser',
+__all__ = ['UNET_PRESETS', 'SAMPLERS', 'edm_precond', 'edm_weight', 'to_model_space', 'from_model_space', 'randn', 'EDMDenoiser',
            'create_denoiser', 'feature_blocks', 'extract_features', 'save_denoiser', 'load_denoiser', 'edm_loss',
-           'DiffusionConfig', 'train_diffusion', 'edm_sigmas', 'randn', 'ClassifierFreeGuidance', 'sample',
-           'gaussian_denoiser', 'points_denoiser', 'FixedBatch']
+           'DiffusionConfig', 'train_diffusion', 'edm_sigmas', 'ClassifierFreeGuidance', 'sample', 'gaussian_denoiser',
+           'points_denoiser', 'FixedBatch']
 
 # %% ../nbs/api/04_diffusion.ipynb #43544942
-import numpy as np
 import torch
 import torch.nn as nn
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler, UNet2DModel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
-from .core import (get_device, load_json, load_train_state, load_weights, save_json, save_weights,
-                         seed_everything, train_state)
-from .data import ImageData, check_images, check_labels
+from .core import get_device, load_train_state, load_weights, save_json, save_weights, seed_everything, train_state
+from .data import ImageData, check_images
 
 # %% ../nbs/api/04_diffusion.ipynb #20b5598b
 def edm_precond(sigma:torch.Tensor, # noise levels, any shape
@@ -47,6 +45,13 @@ def to_model_space(x:torch.Tensor) -> torch.Tensor:
 def from_model_space(x:torch.Tensor) -> torch.Tensor:
     "The model's space -> [0, 1] images (clamped)."
     return ((x + 1) / 2).clamp(0, 1)
+
+def randn(shape, generator=None, device='cpu') -> torch.Tensor:
+    "Standard normal noise drawn on the CPU from one generator, or from one generator per image (a list)."
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]: raise ValueError(f"{len(generator)} generators for {shape[0]} images")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generator]).to(device)
+    return torch.randn(tuple(shape), generator=generator).to(device)
 
 # %% ../nbs/api/04_diffusion.ipynb #df672857
 UNET_PRESETS = {
@@ -141,7 +146,7 @@ def extract_features(D:EDMDenoiser, images:torch.Tensor, # [0, 1] images, N×C×
     try:
         for b in blocks: hooks.append(taps[b].register_forward_hook(hook(b)))
         x = to_model_space(images)
-        if sigma > 0: x = x + sigma * torch.randn(x.shape, generator=generator, device='cpu').to(x.device)
+        if sigma > 0: x = x + sigma * randn(x.shape, generator, x.device)
         D(x, max(sigma, 1e-6), y)
     finally:
         for h in hooks: h.remove()
@@ -240,11 +245,7 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
     if resume:
         if ck is None: raise ValueError("resume=True needs an out_dir")
         if (ck/'last.json').exists():
-            saved = load_json(ck/'last.json')['config']
-            if saved != dataclasses.asdict(cfg):
-                raise ValueError(f"{ck/'last.json'}: the checkpoint was made with another config; differs in "
-                                 f"{sorted(k for k in saved if saved[k] != dataclasses.asdict(cfg).get(k))}")
-            meta = load_train_state(ck/'last', {'model': D, 'ema': ema}, opt)
+            meta = load_train_state(ck/'last', {'model': D, 'ema': ema}, opt, config=dataclasses.asdict(cfg))
             history, start, nimg = meta['history'], meta['epoch'] + 1, meta['nimg']
     x_all, y_all = to_model_space(data.x), data.y
     n = len(x_all)
@@ -288,13 +289,6 @@ def edm_sigmas(steps:int, sigma_min:float=0.002, sigma_max:float=80.0, rho:float
     i = torch.arange(steps, dtype=torch.float64)
     s = (sigma_max**(1 / rho) + i / max(steps - 1, 1) * (sigma_min**(1 / rho) - sigma_max**(1 / rho)))**rho
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
-
-def randn(shape, generator=None, device='cpu') -> torch.Tensor:
-    "Standard normal noise drawn on the CPU from one generator, or from one generator per image (a list)."
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]: raise ValueError(f"{len(generator)} generators for {shape[0]} images")
-        return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generator]).to(device)
-    return torch.randn(tuple(shape), generator=generator).to(device)
 
 class ClassifierFreeGuidance:
     "Guidance hook: D + (scale − 1)·(D(x; σ, y) − D(x; σ, no class)); scale 1 is plain conditional sampling."

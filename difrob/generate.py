@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/generate.html.md"""
 
 # %% ../nbs/api/05_generate.ipynb #b6961d62
 from __future__ import annotations
-import argparse, hashlib, os, sys, time
+import argparse, hashlib, os, time
 from pathlib import Path
 
 # %% auto #0
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from scipy import linalg
 from tqdm.auto import tqdm
-from .core import get_device, load_json
-from .data import GeneratedData, ShardStore, load_generated, merge_generated, to_float
+from .core import get_device
+from .data import GeneratedData, ShardStore, load_generated, merge_generated
 from .diffusion import (ClassifierFreeGuidance, EDMDenoiser, FixedBatch, SAMPLERS, edm_sigmas, load_denoiser,
-                              sample)
+                              randn, sample)
 
 # %% ../nbs/api/05_generate.ipynb #8d8cee71
 def model_hash(model:torch.nn.Module) -> str:
@@ -53,11 +53,11 @@ def generate_images(D, # the denoiser (wrap it in FixedBatch for batch-size inva
     "Generate one image per seed of class `label`; return (uint8 N×H×W×C, info with nfe and seconds)."
     seeds = list(seeds)
     out, nfe, t0 = [], None, time.time()
+    guide = ClassifierFreeGuidance(D, cfg_scale) if cfg_scale != 1 else None
     for s in range(0, len(seeds), batch_size):
         gens = [torch.Generator().manual_seed(int(k)) for k in seeds[s:s + batch_size]]
-        z = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+        z = randn((len(gens), *shape), gens, device)
         y = torch.full((len(z),), label, dtype=torch.long, device=device)
-        guide = ClassifierFreeGuidance(D, cfg_scale) if cfg_scale != 1 else None
         with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             x, info = sample(D, z, y, guidance=guide, generator=gens, **sampler_kw)
         out.append(to_uint8_edm(x)); nfe = info['nfe']
@@ -129,7 +129,7 @@ def class_probabilities(classifier:torch.nn.Module, data:GeneratedData, batch_si
         out.append(torch.softmax(classifier(x).float(), 1).gather(1, y[:, None])[:, 0].cpu())
     return torch.cat(out).numpy()
 
-def filter_generated(src, # anything `load_generated` opens
+def filter_generated(src, # anything `load_generated` opens (or its result)
                      classifier:torch.nn.Module, dst:str|Path, # the filtered .npz to write
                      top_fraction:float=0.2, batch_size:int=1024, device='auto') -> dict:
     "Keep the `top_fraction` most confident images of every class (by p(label | x)); write them to `dst`."
@@ -142,7 +142,7 @@ def filter_generated(src, # anything `load_generated` opens
         k = int(np.floor(top_fraction * len(idx)))
         keep.append(idx[np.argsort(-p[idx], kind='stable')[:k]])
     keep = np.sort(np.concatenate(keep))
-    merge_generated(src, dst, indices=keep)
+    merge_generated(data, dst, indices=keep)
     return {'kept': int(len(keep)), 'of': int(len(data)), 'mean_p_kept': float(p[keep].mean()) if len(keep) else None,
             'mean_p_all': float(p.mean()), 'threshold_per_class': {int(c): float(p[keep][data.labels[keep] == c].min())
                                                                     for c in np.unique(data.labels[keep])}}
@@ -230,13 +230,13 @@ def difrob_generate(argv=None):
                      a.net_batch, a.bf16, a.device, rank, world, progress=not a.quiet)
     if world > 1 and (a.merge or a.filter_model): torch.distributed.barrier()
     if rank == 0:
-        st = generation_stats(store)
+        st, data = generation_stats(store), store.load()  # checksums verified once, for merging and filtering
         print(f"{a.out}: {st['images']} images in {st['shards']} shards, NFE {st['nfe']}, "
               f"{st['images_per_second'] or 0:.1f} images/s (generation time summed over shards)")
-        if a.merge: print(f"merged: {merge_generated(store.path, a.merge)}")
+        if a.merge: print(f"merged: {merge_generated(data, a.merge)}")
         if a.filter_model:
             from difrob.models import load_model
             dst = a.filtered or Path(a.out)/f'filtered-top{a.top_fraction:g}.npz'
-            fs = filter_generated(store.path, load_model(a.filter_model), dst, a.top_fraction, device=a.device)
+            fs = filter_generated(data, load_model(a.filter_model), dst, a.top_fraction, device=a.device)
             print(f"filtered: kept {fs['kept']} of {fs['of']} -> {dst}")
     return 0

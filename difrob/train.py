@@ -148,10 +148,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     if resume:
         if ck is None: raise ValueError("resume=True needs an out_dir")
         if (ck/'last.json').exists():
-            saved = load_json(ck/'last.json')['config']
-            if saved != dataclasses.asdict(cfg): raise ValueError(f"{ck/'last.json'}: the checkpoint was made with another config; "
-                                                                  f"differs in {sorted(k for k in saved if saved[k] != dataclasses.asdict(cfg).get(k))}")
-            meta = load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched)
+            meta = load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched, config=dataclasses.asdict(cfg))
             history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
     autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     for epoch in range(start, cfg.epochs):
@@ -199,7 +196,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
         sched.step()
         with torch.no_grad():  # batch-norm statistics of the live model go to the EMA model
             for be, bm in zip(ema.module.buffers(), model.buffers()): be.copy_(bm)
-        rec = {'epoch': epoch, 'loss': tot / n, 'train_robust': n_rob / n if cfg.loss != 'standard' else None, 'lr': opt.param_groups[0]['lr'],
+        rec = {'epoch': epoch, 'step': step, 'loss': tot / n, 'train_robust': n_rob / n if cfg.loss != 'standard' else None, 'lr': opt.param_groups[0]['lr'],
                'train_clean': n_clean / n if cfg.loss != 'pgd' else None, 'seconds': time.time() - t0,
                **{f'aux_{k}': v / n for k, v in aux_tot.items()}}
         if len(val) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
