@@ -10,8 +10,8 @@ import contextlib, math
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['NORMS', 'LOSSES', 'check_threat', 'model_state', 'margin', 'attack_loss', 'pgd', 'autoattack_settings', 'autoattack',
-           'evaluate', 'merge_evals', 'summarize']
+__all__ = ['NORMS', 'LOSSES', 'APGD_OVERRIDES', 'check_threat', 'model_state', 'margin', 'attack_loss', 'pgd',
+           'autoattack_settings', 'autoattack', 'evaluate', 'merge_evals', 'summarize']
 
 # %% ../nbs/api/03_attacks.ipynb #9dca754e
 import numpy as np
@@ -129,6 +129,20 @@ def _make_autoattack(model, eps, norm, version, seed, device, attacks=None):
     return AutoAttack(model, norm=norm, eps=eps, version=version, seed=seed, device=str(device),
                       attacks=list(attacks) if version == 'custom' else None)
 
+APGD_OVERRIDES = ('n_iter', 'eot_iter', 'n_restarts')
+
+def _override_apgd(aa, overrides:dict):
+    "Change APGD's iterations, EOT draws or restarts after AutoAttack chose its version (its step-size checkpoints follow n_iter)."
+    bad = set(overrides) - set(APGD_OVERRIDES)
+    if bad: raise ValueError(f"unknown APGD overrides {sorted(bad)}; allowed: {APGD_OVERRIDES}")
+    for att in (aa.apgd, aa.apgd_targeted):
+        for k, v in overrides.items():
+            if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be an integer >= 1, got {v!r}")
+            setattr(att, k, v)
+        if 'n_iter' in overrides:
+            n = att.n_iter_orig = att.n_iter
+            att.n_iter_2, att.n_iter_min, att.size_decr = max(int(0.22 * n), 1), max(int(0.06 * n), 1), max(int(0.03 * n), 1)
+
 def autoattack_settings(aa) -> dict:
     "The settings of a pyautoattack `AutoAttack` object, read from its attack objects."
     return {'version': aa.version, 'norm': aa.norm, 'eps': aa.epsilon, 'seed': aa.seed, 'attacks': list(aa.attacks_to_run),
@@ -141,12 +155,15 @@ def autoattack_settings(aa) -> dict:
 
 def autoattack(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float, norm:str='Linf',
                version:str='standard', # 'standard', 'rand', 'plus', or 'custom' with `attacks`
-               attacks:list|None=None, seed:int=0, batch_size:int=500, device=None) -> tuple:
+               attacks:list|None=None, seed:int=0, batch_size:int=500, device=None,
+               overrides:dict|None=None, # APGD settings changed after the version's, e.g. {'n_iter': 20, 'eot_iter': 4}
+              ) -> tuple:
     "Run the reference AutoAttack; return (robust: bool tensor, broken_by: list of attack names or None, settings)."
     check_images(x, 'x'); check_labels(y, len(x), getattr(model, 'num_classes', None), 'y')
     device = device or next(model.parameters()).device
     with model_state(model, 'eval'):
         aa = _make_autoattack(model, eps, norm, version, seed, device, attacks)
+        if overrides: _override_apgd(aa, overrides)
         aa.logger.setLevel('WARNING')
         settings, cascade = autoattack_settings(aa), list(aa.attacks_to_run)
         x, y = x.to(device), y.to(device)

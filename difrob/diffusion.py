@@ -228,8 +228,11 @@ def _ema_beta(batch, nimg, cfg):
 
 def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] with labels
                     cfg:DiffusionConfig, out_dir:str|Path|None=None, # checkpoints/ and history.json go here
-                    resume:bool=False, progress:bool=True) -> tuple[EDMDenoiser, list]:
-    "Train `D` with the EDM loss; return (EMA denoiser, history)."
+                    resume:bool=False, progress:bool=True,
+                    loss_fn=None, # per-image loss (D, x0, y, generator) -> (N,); None: `edm_loss` with cfg's P_mean, P_std, p_uncond
+                   ) -> tuple[EDMDenoiser, list]:
+    "Train `D` with the EDM loss (or `loss_fn`); return (EMA denoiser, history)."
+    if loss_fn is None: loss_fn = lambda D, x0, y, generator: edm_loss(D, x0, y, cfg.P_mean, cfg.P_std, cfg.p_uncond, generator=generator)
     if D.num_classes and data.num_classes != D.num_classes:
         raise ValueError(f"the data has {data.num_classes} classes, the denoiser {D.num_classes}")
     if tuple(data.shape) != (D.channels, D.resolution, D.resolution):
@@ -261,7 +264,7 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
                 xb = torch.where(flip.to(dev).reshape(-1, 1, 1, 1), xb.flip(3), xb)
             for grp in opt.param_groups: grp['lr'] = cfg.lr * min(1.0, (nimg + 1) / max(cfg.lr_warmup_kimg * 1000, 1e-8))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = edm_loss(D, xb, yb, cfg.P_mean, cfg.P_std, cfg.p_uncond, generator=g).mean()
+                loss = loss_fn(D, xb, yb, g).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for p in D.parameters():
