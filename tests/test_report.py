@@ -124,3 +124,19 @@ def test_quick_report(tmp_path):
     assert abs(c['autoattack_gain'] - (c['mixed_autoattack_mean'] - c['real_autoattack_mean'])) < 1e-9
     assert (out/'generated_at'/'comparison.png').stat().st_size > 1000
 
+    # rdc: the diffusion classifier on the same EDM. Clean accuracy needs enough noise levels, the multi-head backbone is
+    # far cheaper per image, shared noise steadies the logit differences, and the attack suite is internally consistent.
+    d = json.loads((out/'rdc'/'metrics.json').read_text())
+    assert (d['n_eval'], d['eps'], d['norm']) == (20, 0.1, 'Linf')
+    assert d['dc_kpass_clean_max'] >= 0.95                                   # a generative classifier that works
+    assert d['dc_kpass_clean_min'] <= 0.3                                    # one level at sigma = 1e-4 carries no class information
+    assert d['dc_multihead_clean_max'] >= 0.8
+    assert d['dc_multihead_s_per_image_max'] < d['dc_kpass_s_per_image_max'] / 3   # S instead of K*S network evaluations
+    assert d['independent_noise_variance'] > 1.3 * d['shared_noise_variance']
+    for name, res in d['results'].items():                                 # per model: clean, each attack, robust_min
+        attacks = [res[a] for a in d['evaluation'][name]['attacks']]
+        assert attacks and res['robust_min'] <= min(attacks) + 1e-9, name
+    assert set(d['evaluation']['RDC']['attacks']) == {'aa-rand', 'apgd-dlr/bpda', 'apgd-dlr/exact-lm'}
+    assert d['evaluation']['RDC']['attacks']['aa-rand']['eot_iter'] == 2    # the randomised models are attacked with EOT
+    assert d['at_classifier_robust_min'] < d['at_classifier_clean'] and d['dc_robust_min'] < d['dc_clean']  # the attacks bite
+    assert (out/'rdc'/'accuracy_vs_nfe.png').stat().st_size > 1000 and (out/'rdc'/'robustness.png').stat().st_size > 1000
