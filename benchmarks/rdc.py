@@ -7,14 +7,14 @@ For each model: a prediction (no gradients) and one attack gradient (exact throu
 the released demos' grid of 125 noise levels and at the quick report's 8, after a warm-up call. Random weights: speed does
 not depend on them. bf16 runs the networks under torch.autocast. Writes reports/benchmarks/rdc.{json,md}.
 """
-import argparse, contextlib, time
+import contextlib
 
 import torch
 
 from difrob.diffusion import create_denoiser
 from difrob.rdc import RDC, DiffusionClassifier, multihead_from_conditional
 
-from common import write_report
+from common import backbones, timed, write_report
 
 
 def seconds_per_image(model, x, grad, device, bf16):
@@ -27,26 +27,16 @@ def seconds_per_image(model, x, grad, device, bf16):
                 xb = xb.clone().requires_grad_(True)
                 torch.autograd.grad(model(xb).logsumexp(1).sum(), xb)
     once(x[:1])  # warm-up
-    if device == 'cuda': torch.cuda.synchronize()
-    t = time.perf_counter()
-    once(x)
-    if device == 'cuda': torch.cuda.synchronize()
-    return (time.perf_counter() - t) / len(x)
+    return timed(lambda: once(x), device)[0] / len(x)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--quick', action='store_true')
-    a = ap.parse_args()
-    torch.manual_seed(0)
-    cases = [('digits tiny', (8, 1, 10, 'tiny'), 'cpu', False, 16, 1024)]
-    if torch.cuda.is_available():
-        cases += [('cifar ddpmpp', (32, 3, 10, 'ddpmpp'), 'cuda', bf16, 4, 256) for bf16 in (False, True)]
+    quick, cases = backbones(__doc__, cpu=(16, 1024), gpu=(4, 256))
     rows = []
     for name, spec, dev, bf16, n, chunk in cases:
         D = create_denoiser(*spec).to(dev).eval().requires_grad_(False)
         M = multihead_from_conditional(D).to(dev).requires_grad_(False)
-        if a.quick: n = max(1, n // 4)
+        if quick: n = max(1, n // 4)
         x = torch.rand(n, spec[1], spec[0], spec[0], device=dev)
         for S in (8, 125):
             models = {'DC': DiffusionClassifier(D, n_sigma=S, chunk=chunk),

@@ -7,14 +7,13 @@ Times `difrob.generate.generate_images`, the code path of `difrob-generate` (per
 EDM's uint8 conversion), after one warm-up batch. Random weights: speed does not depend on them.
 Writes reports/benchmarks/sampling.{json,md}.
 """
-import argparse, time
 
 import torch
 
 from difrob.diffusion import FixedBatch, create_denoiser
 from difrob.generate import generate_images
 
-from common import write_report
+from common import backbones, timed, write_report
 
 STEPS = {'heun': 18, 'euler': 18, 'dpm': 18}
 
@@ -24,26 +23,17 @@ def images_per_second(D, n, batch, net_batch, sampler, device, bf16):
     shape = (D.channels, D.resolution, D.resolution)
     kw = dict(batch_size=batch, bf16=bf16, device=device, sampler=sampler, steps=STEPS[sampler])
     generate_images(net, 0, range(min(batch, n)), shape, **kw)  # warm-up
-    if device == 'cuda': torch.cuda.synchronize()
-    t = time.perf_counter()
-    _, info = generate_images(net, 0, range(n), shape, **kw)
-    if device == 'cuda': torch.cuda.synchronize()
-    return n / (time.perf_counter() - t), info['nfe']
+    secs, (_, info) = timed(lambda: generate_images(net, 0, range(n), shape, **kw), device)
+    return n / secs, info['nfe']
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--quick', action='store_true')
-    a = ap.parse_args()
-    torch.manual_seed(0)
-    cases = [('digits tiny', (8, 1, 10, 'tiny'), 'cpu', False, 256, 64)]
-    if torch.cuda.is_available():
-        cases += [('cifar ddpmpp', (32, 3, 10, 'ddpmpp'), 'cuda', bf16, 512, 512) for bf16 in (False, True)]
+    quick, cases = backbones(__doc__, cpu=(256, 64), gpu=(512, 512))
     rows = []
     for name, spec, dev, bf16, n, net_batch in cases:
         D = create_denoiser(*spec).to(dev).eval()
         params = sum(p.numel() for p in D.parameters())
-        if a.quick: n = n // 4
+        if quick: n = n // 4
         for sampler in STEPS:
             ips, nfe = images_per_second(D, n, n, min(net_batch, n), sampler, dev, bf16)
             rows.append(dict(model=name, params_M=round(params / 1e6, 2), device=dev, bf16=bf16, sampler=sampler, steps=STEPS[sampler],

@@ -12,9 +12,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['UNET_PRESETS', 'SAMPLERS', 'edm_precond', 'edm_weight', 'to_model_space', 'from_model_space', 'randn', 'EDMDenoiser',
-           'create_denoiser', 'feature_blocks', 'extract_features', 'save_denoiser', 'load_denoiser', 'edm_loss',
-           'DiffusionConfig', 'train_diffusion', 'edm_sigmas', 'ClassifierFreeGuidance', 'sample', 'gaussian_denoiser',
-           'points_denoiser', 'FixedBatch']
+           'create_denoiser', 'feature_blocks', 'extract_features', 'save_denoiser', 'load_denoiser', 'edm_noise',
+           'edm_loss', 'DiffusionConfig', 'train_diffusion', 'edm_sigmas', 'ClassifierFreeGuidance', 'sample',
+           'gaussian_denoiser', 'points_denoiser', 'FixedBatch']
 
 # %% ../nbs/api/04_diffusion.ipynb #43544942
 import torch
@@ -180,18 +180,22 @@ def load_denoiser(src:str|Path, # difrob checkpoint ('dir/name' or '.safetensors
     return EDMDenoiser(unet, num_classes, sigma_data).to(device).eval()
 
 # %% ../nbs/api/04_diffusion.ipynb #130b4258
+def edm_noise(x0:torch.Tensor, # clean images in model space
+              P_mean:float=-1.2, P_std:float=1.2, generator:torch.Generator|None=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "EDM's training noise: σ with ln σ ~ N(P_mean, P_std²) per image, and x0 + σn; returns (sigma, noisy)."
+    draw = lambda *s: torch.randn(*s, generator=generator).to(x0.device)
+    sigma = (draw(len(x0)) * P_std + P_mean).exp()
+    return sigma, x0 + sigma.reshape(-1, 1, 1, 1) * draw(*x0.shape)
+
 def edm_loss(D:EDMDenoiser, x0:torch.Tensor, # clean images in model space
              y=None, # labels (None: unconditional)
              P_mean:float=-1.2, P_std:float=1.2, # ln σ ~ N(P_mean, P_std²)
              p_uncond:float=0.0, # probability of replacing a label by 'no class' (for classifier-free guidance)
              generator:torch.Generator|None=None) -> torch.Tensor:
     "Per-image EDM loss λ(σ)·mean‖D(x0 + σn; σ, y) − x0‖² with log-normal σ."
-    n = len(x0)
-    draw = lambda *s: torch.randn(*s, generator=generator).to(x0.device)
-    sigma = (draw(n) * P_std + P_mean).exp()
-    noisy = x0 + sigma.reshape(-1, 1, 1, 1) * draw(*x0.shape)
+    sigma, noisy = edm_noise(x0, P_mean, P_std, generator)
     if y is not None and p_uncond > 0:
-        drop = torch.rand(n, generator=generator).to(x0.device) < p_uncond
+        drop = torch.rand(len(x0), generator=generator).to(x0.device) < p_uncond
         y = torch.where(drop, -1, torch.as_tensor(y, device=x0.device))
     err = (D(noisy, sigma, y) - x0.float()).pow(2).mean((1, 2, 3))
     return edm_weight(sigma, D.sigma_data).float() * err

@@ -23,8 +23,8 @@ from torch.utils.checkpoint import checkpoint
 from diffusers import UNet2DModel
 from .attacks import autoattack, check_threat
 from .data import check_images, check_labels
-from .diffusion import (UNET_PRESETS, EDMDenoiser, edm_precond, edm_weight, from_model_space, points_denoiser,
-                              to_model_space)
+from .diffusion import (UNET_PRESETS, EDMDenoiser, edm_noise, edm_precond, edm_weight, from_model_space,
+                              points_denoiser, to_model_space)
 
 # %% ../nbs/api/07_rdc.ipynb #e9aeceb6
 WEIGHTINGS = ('edm', 'edm-released', 'uniform')
@@ -116,9 +116,7 @@ def distillation_loss(teacher, # a class-conditional denoiser (K forwards per im
                       P_mean:float=-1.2, P_std:float=1.2):
     "A `train_diffusion` loss_fn: λ(σ)·mean over classes and pixels ‖D_y(x_σ) − teacher(x_σ, y)‖² for every class y."
     def loss_fn(M, x0, y, generator):
-        draw = lambda *s: torch.randn(*s, generator=generator).to(x0.device)
-        sigma = (draw(len(x0)) * P_std + P_mean).exp()
-        noisy = x0 + sigma.reshape(-1, 1, 1, 1) * draw(*x0.shape)
+        sigma, noisy = edm_noise(x0, P_mean, P_std, generator)
         with torch.no_grad(): target = class_heads(teacher, noisy, sigma).float()
         return edm_weight(sigma, M.sigma_data).float() * (M.heads(noisy, sigma) - target).pow(2).mean((1, 2, 3, 4))
     return loss_fn
@@ -229,7 +227,8 @@ def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
     lr = (0.1 if method == 'adam' else 2.5 * eps / max(steps, 1)) if lr is None else lr
     g = torch.Generator().manual_seed(seed)
     x_in = x if create_graph else x.detach()
-    z, m, v = to_model_space(x_in), 0, 0
+    z0 = to_model_space(x_in)
+    z, m, v = z0, 0, 0
     for t in range(1, steps + 1):
         sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * torch.rand((), generator=g).item()
         e = torch.randn(x.shape[1:], generator=g).to(x.device, x.dtype)
@@ -243,9 +242,9 @@ def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
         elif method == 'sign': z = z - 2 * lr * grad.sign()          # 2·α: the model's space is twice [0, 1]
         else: z = z - 2 * lr * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *[1] * (x.dim() - 1))
         if eps is not None:
-            d = (z - to_model_space(x_in)) / 2
+            d = (z - z0) / 2
             d = d.clamp(-eps, eps) if norm == 'Linf' else d * (eps / d.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).reshape(-1, *[1] * (x.dim() - 1))
-            z = to_model_space(x_in) + 2 * d
+            z = z0 + 2 * d
         z = z.clamp(-1, 1)
         if not create_graph: z = z.detach()
     return from_model_space(z)
