@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import atomic_write, json_normal, load_json, save_json
+from .core import atomic_write, json_normal, key_diff, load_json, model_hash, save_json, tensor_hash
 from .data import check_images, check_labels
 
 # %% ../nbs/api/03_attacks.ipynb #0f03b430
@@ -202,13 +202,13 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
     settings = _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed)
     device = device or next(model.parameters()).device
     rows = pd.DataFrame()
-    if out is not None:
+    if out is not None:  # the cache is keyed on the settings, the model's weights and the examples: any change recomputes
+        key = {'settings': settings, 'model_sha256': model_hash(model), 'data_sha256': tensor_hash(x[:n_eval], y[:n_eval])}
         out, meta = Path(out), Path(out).with_suffix('.json')
-        if meta.exists():
-            old = load_json(meta).get('settings')
-            if old != json_normal(settings):
-                raise ValueError(f"{out}: holds results made with other settings ({old}); use another file to evaluate with {settings}")
-        if out.exists(): rows = pd.read_csv(out, keep_default_na=False)
+        old = {k: load_json(meta).get(k) for k in key} if meta.exists() else None
+        if old is not None and (diffs := key_diff(old, key)):
+            print(f"{out}: holds results of other inputs ({'; '.join(diffs)}); recomputing", flush=True)
+        elif out.exists(): rows = pd.read_csv(out, keep_default_na=False)
     done = set(rows['index'].tolist()) if len(rows) else set()
     chunks = [range(s, min(s + chunk, n_eval)) for s in range(0, n_eval, chunk)][rank::world]
     todo = [c for c in chunks if not set(c) <= done]
@@ -229,15 +229,16 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
             new['aa_correct'], new['broken_by'] = rob.tolist(), [b or '' for b in by]
         rows = pd.concat([rows, new], ignore_index=True).sort_values('index').reset_index(drop=True)
         if out is not None:
-            save_json(meta, {'settings': settings, 'autoattack': aa_info, 'shard': list(shard)})
+            save_json(meta, {**key, 'autoattack': aa_info, 'shard': list(shard)})
             with atomic_write(out, 'w') as f: rows.to_csv(f, index=False)
     return rows
 
 def merge_evals(files:list) -> pd.DataFrame:
     "Join the per-example files of several shards (same settings, disjoint examples) into one table."
     files = [Path(f) for f in files]
-    sets = [load_json(f.with_suffix('.json'))['settings'] for f in files]
-    if any(s != sets[0] for s in sets): raise ValueError(f"cannot merge evaluations made with different settings: {[str(f) for f in files]}")
+    keys = [{k: v for k, v in load_json(f.with_suffix('.json')).items() if k in ('settings', 'model_sha256', 'data_sha256')} for f in files]
+    for f, k in zip(files[1:], keys[1:]):
+        if d := key_diff(keys[0], k): raise ValueError(f"cannot merge {files[0]} and {f}: made from different inputs ({'; '.join(d)})")
     df = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
     dup = df['index'][df['index'].duplicated()]
     if len(dup): raise ValueError(f"examples evaluated twice across shards: {dup.tolist()[:10]}")

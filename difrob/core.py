@@ -6,17 +6,20 @@ Docs: https://difrob.github.io/difrob/api/core.html.md"""
 
 # %% ../nbs/api/00_core.ipynb #a6ff28cd
 from __future__ import annotations
-import contextlib, datetime, hashlib, importlib.metadata, json, os, platform, random, subprocess, sys, tempfile
+import contextlib, datetime, fcntl, hashlib, importlib.metadata, json, os, platform, random, shutil, socket, subprocess, sys, tempfile, time, types, typing, uuid, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'project_root', 'report_dir', 'atomic_write', 'to_jsonable', 'json_normal',
-           'save_json', 'load_json', 'git_info', 'package_versions', 'provenance', 'save_metrics', 'save_weights',
-           'load_weights', 'file_sha256', 'train_state', 'load_train_state']
+__all__ = ['LOCK_FILE', 'seed_everything', 'get_device', 'FolderInUse', 'FolderLock', 'remove_stale_tmp', 'project_root',
+           'report_dir', 'check_params', 'atomic_write', 'to_jsonable', 'json_normal', 'save_json', 'load_json',
+           'git_info', 'package_versions', 'provenance', 'save_metrics', 'tensor_hash', 'model_hash', 'callable_key',
+           'key_diff', 'InputsChanged', 'check_key', 'save_weights', 'load_weights', 'file_sha256', 'rng_state',
+           'set_rng_state', 'train_state', 'load_train_state', 'clear_checkpoints', 'resume_from']
 
 # %% ../nbs/api/00_core.ipynb #c34652ba
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 # %% ../nbs/api/00_core.ipynb #ecc65a71
@@ -54,6 +57,85 @@ def get_device(device:str|torch.device='auto', # 'auto', 'cpu', 'cuda', 'cuda:N'
     if dev.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"device={device!r}: MPS is not available here")
     return dev
 
+# %% ../nbs/api/00_core.ipynb #0c6d85c1
+LOCK_FILE = '.difrob.lock'
+
+class FolderInUse(RuntimeError):
+    "Another process holds the folder a run wants to write to."
+
+def _alive(rec:dict) -> bool:
+    if rec.get('host') != socket.gethostname(): return True  # cannot tell: assume it is
+    try: os.kill(int(rec['pid']), 0); return True
+    except (ProcessLookupError, ValueError, KeyError): return False
+    except PermissionError: return True
+
+class FolderLock:
+    "One writer per folder: an advisory lock on `folder/.difrob.lock`, held until `release()` (or the process ends, a kill included)."
+    _held = {}  # lock file -> [lock, count]: re-entrant within a process (a notebook cell run twice)
+    def __init__(self, folder:str|Path, # the folder to hold (created)
+                 shared:bool=False, # shared: cooperating writers (the ranks of one generation); exclusive: one run
+                 clean:bool=False, # on taking it while no other process holds it, delete what killed writers left (`remove_stale_tmp`)
+                ):
+        self.folder, self.shared, self.clean, self.fd = Path(folder).expanduser().resolve(), shared, clean, None
+        self.path = self.folder/LOCK_FILE
+
+    def holders(self) -> list:
+        "The live processes recorded as holding the lock (pid, host, start time, command)."
+        try: lines = self.path.read_text(encoding='utf-8').splitlines()
+        except OSError: return []
+        recs = []
+        for l in lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                if isinstance(r := json.loads(l), dict) and _alive(r): recs.append(r)
+        return recs
+
+    def acquire(self) -> FolderLock:
+        key = str(self.path)
+        if key in FolderLock._held:
+            FolderLock._held[key][1] += 1; self.fd = FolderLock._held[key][0].fd; return self
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as e:
+            raise PermissionError(f"{self.folder}: cannot write here ({e.strerror}); choose a writable folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)  # alone: forget the records of earlier holders
+            if self.clean: remove_stale_tmp(self.folder)
+            if self.shared: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                if not self.shared: raise BlockingIOError
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                who = '; '.join(f"pid {r.get('pid')} on {r.get('host')} since {r.get('since')}: {r.get('command')}" for r in self.holders())
+                raise FolderInUse(f"{self.folder} is in use by another difrob run ({who or 'a process that holds its lock'}); "
+                                  f"wait for it to finish, or give this run another folder") from None
+        rec = {'pid': os.getpid(), 'host': socket.gethostname(), 'shared': self.shared,
+               'since': datetime.datetime.now().isoformat(timespec='seconds'), 'command': ' '.join(sys.argv)[:300]}
+        os.write(fd, (json.dumps(rec) + '\n').encode())
+        self.fd = fd; FolderLock._held[key] = [self, 1]
+        return self
+
+    def release(self):
+        key = str(self.path)
+        if key not in FolderLock._held: return
+        FolderLock._held[key][1] -= 1
+        if FolderLock._held[key][1] == 0:
+            lock = FolderLock._held.pop(key)[0]
+            with contextlib.suppress(OSError): fcntl.flock(lock.fd, fcntl.LOCK_UN); os.close(lock.fd)
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+def remove_stale_tmp(folder:str|Path) -> list:
+    "Delete the `*.tmp-*` files that killed writers left in `folder` (and below); call it only while holding the folder."
+    gone = []
+    for p in Path(folder).rglob('*.tmp-*'):
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError): p.unlink(); gone.append(p)
+    return gone
+
 # %% ../nbs/api/00_core.ipynb #7d37c2f7
 def project_root() -> Path|None:
     "The difrob project folder holding `pyproject.toml` and `nbs/`, or `None` for a plain installed package."
@@ -64,14 +146,47 @@ def project_root() -> Path|None:
 
 def report_dir(name:str, # the experiment's name, e.g. 'data' for nbs/data.ipynb
                out_dir:str|Path|None=None, # explicit folder; None means reports/<name> of the project
+               lock:bool=True, # hold the folder (`FolderLock`) until this process ends: one run per folder
               ) -> Path:
-    "Create and return the folder an experiment writes its results to."
+    "Create and return the folder an experiment writes its results to; fail if another run is writing there."
     if out_dir is None or str(out_dir) == '':
         root = project_root()
         out_dir = (root if root is not None else Path.cwd())/'reports'/name
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if lock: FolderLock(out).acquire()
     return out
+
+# %% ../nbs/api/00_core.ipynb #24680ed8
+def _type_name(tp) -> str:
+    if tp is type(None) or tp is None: return 'None'
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union: return ' or '.join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is not None: return str(tp).replace('typing.', '')
+    return {int: 'an integer', float: 'a number', str: 'a string', bool: 'True or False', list: 'a list', dict: 'a dict'}.get(tp, getattr(tp, '__name__', str(tp)))
+
+def _has_type(v, tp) -> bool:
+    if tp in (typing.Any, object): return True
+    if tp is None or tp is type(None): return v is None
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union: return any(_has_type(v, a) for a in typing.get_args(tp))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (list, tuple): return isinstance(v, (list, tuple)) and (not args or all(_has_type(x, args[0]) for x in v))
+    if origin is dict: return isinstance(v, dict) and (not args or all(_has_type(k, args[0]) and _has_type(x, args[1]) for k, x in v.items()))
+    if tp is int: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if tp is float: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    return isinstance(v, tp)
+
+def check_params(ns:dict, # the notebook's `globals()`; its parameters cell annotates every parameter (`epochs: int = 15`)
+                ) -> dict:
+    "Check each annotated papermill parameter against its type; return them as a dict, or raise one error naming every bad one."
+    ann = ns.get('__annotations__')
+    if ann is None and callable(ns.get('__annotate__')): ann = ns['__annotate__'](1)  # Python >= 3.14 evaluates lazily
+    if not ann: raise ValueError("check_params: no annotated parameters found (write them as `name: type = default`)")
+    ann = {k: eval(tp, {}, dict(ns)) if isinstance(tp, str) else tp for k, tp in ann.items()}  # string annotations (PEP 563)
+    bad = [f"{k} = {ns[k]!r} ({type(ns[k]).__name__}), expected {_type_name(tp)}" for k, tp in ann.items()
+           if k in ns and not _has_type(ns[k], tp)]
+    if bad: raise TypeError("bad papermill parameter(s): " + '; '.join(bad) +
+                            " (numbers and strings: -p NAME VALUE; lists and dicts: -y 'NAME: [1, 2]')")
+    return {k: ns[k] for k in ann if k in ns}
 
 # %% ../nbs/api/00_core.ipynb #5fdae3b9
 def _publish(tmp:str|Path, path:Path):
@@ -174,47 +289,164 @@ def save_metrics(out_dir:str|Path, # the experiment's output folder
     save_json(out_dir/'provenance.json', provenance(params, seed, device))
     return save_json(out_dir/'metrics.json', metrics)
 
+# %% ../nbs/api/00_core.ipynb #72a6493f
+def _hash_update(h, t):
+    "Feed one tensor or array (dtype, shape, bytes) into hash `h`."
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().contiguous()
+        h.update(f'{str(t.dtype).removeprefix("torch.")}|{tuple(t.shape)}|'.encode())
+        if t.numel(): h.update(t.reshape(-1).view(torch.uint8).numpy())
+    else:
+        a = np.asarray(t)
+        h.update(f'{a.dtype}|{tuple(int(s) for s in a.shape)}|'.encode())
+        if a.size: h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+def tensor_hash(*tensors) -> str:
+    "SHA-256 of tensors or arrays (dtype, shape and bytes of each, in order): the fingerprint of data held in memory."
+    h = hashlib.sha256()
+    for t in tensors: _hash_update(h, t)
+    return h.hexdigest()
+
+def model_hash(model:torch.nn.Module) -> str:
+    "SHA-256 of a model's weights (names, dtypes, shapes and bytes, in name order)."
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(f'{k}|'.encode()); _hash_update(h, v)
+    return h.hexdigest()
+
+def callable_key(fn) -> object:
+    "What identifies a loss or hook in a run's key: its `key` attribute if it has one, else its qualified name."
+    return getattr(fn, 'key', None) or f'{getattr(fn, "__module__", "")}.{getattr(fn, "__qualname__", type(fn).__qualname__)}'
+
+def _short(v, n=60):
+    s = json.dumps(v) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= n else s[:n - 3] + '...'
+
+def key_diff(saved, now, prefix:str='') -> list:
+    "Where two keys (nested JSON-like dicts) differ: 'field: saved → now' lines; a field only one side has is named as such."
+    saved, now = json_normal(saved), json_normal(now)
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for k in sorted(set(saved) | set(now)):
+            p = f'{prefix}{k}'
+            if k not in saved: out.append(f'{p}: absent from the saved key (now {_short(now[k])})')
+            elif k not in now: out.append(f'{p}: absent now (saved {_short(saved[k])})')
+            else: out += key_diff(saved[k], now[k], p + '.')
+        return out
+    return [] if saved == now else [f'{prefix.rstrip(".") or "key"}: {_short(saved)} → {_short(now)}']
+
+class InputsChanged(ValueError):
+    "A saved result was made from other inputs than the ones given now."
+    def __init__(self, what, diffs):
+        self.diffs = list(diffs)
+        super().__init__(f"{what} was made from other inputs; differs in: " + '; '.join(self.diffs))
+
+def check_key(saved, now, what:str):
+    "Raise `InputsChanged` (naming every difference) unless the saved key equals the key of the inputs given now."
+    if d := key_diff(saved, now): raise InputsChanged(what, d)
+
 # %% ../nbs/api/00_core.ipynb #5865d8f7
 def _weight_paths(path):
     path = Path(path)
     stem = path.with_suffix('') if path.suffix in ('.safetensors', '.json') else path
     return stem.with_name(stem.name + '.safetensors'), stem.with_name(stem.name + '.json')
 
+def _prev_paths(path):
+    st, _ = _weight_paths(path)
+    return _weight_paths(st.with_name(st.name[:-len('.safetensors')] + '.prev'))
+
+def _fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _fsync_dir(path):
+    with contextlib.suppress(OSError): _fsync_file(path)  # some file systems cannot fsync a folder
+
+def _pair_meta(st:Path, js:Path) -> dict|None:
+    "The JSON of a complete checkpoint pair (both files there, and the weights file the one the JSON declares), else None."
+    if not (st.exists() and js.exists()): return None
+    try: meta = json.loads(js.read_text(encoding='utf-8'))
+    except (OSError, json.JSONDecodeError): return None
+    if 'id' in meta:
+        try:
+            with safe_open(str(st), 'pt') as f: sid = (f.metadata() or {}).get('difrob_id')
+        except Exception: return None
+        if sid != meta['id']: return None
+    return meta
+
 def save_weights(path:str|Path, # 'dir/name' (or 'dir/name.safetensors'): writes name.safetensors and name.json
                  state:torch.nn.Module|dict, # a module or a state dict of tensors
                  config:dict|None=None, # what is needed to rebuild the model, saved as JSON
                  **extra, # more JSON-able entries for the config file (epoch, metrics, ...)
                 ) -> Path:
-    "Save weights (safetensors) and their JSON config atomically; return the safetensors path."
+    "Save weights (safetensors) and their JSON config as a pair that survives a kill at any instant; return the safetensors path."
     st, js = _weight_paths(path)
+    pst, pjs = _prev_paths(path)
     sd = state.state_dict() if isinstance(state, torch.nn.Module) else state
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad: raise TypeError(f"{st}: state entries must be tensors; not tensors: {bad[:5]}")
     tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in sd.items()}
     st.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=st.parent, prefix=st.name + '.tmp-'); os.close(fd)
+    ident = uuid.uuid4().hex
+    tmps = []
     try:
-        save_file(tensors, tmp)
-        _publish(tmp, st)
+        fd, tmp_st = tempfile.mkstemp(dir=st.parent, prefix=st.name + '.tmp-'); os.close(fd); tmps.append(tmp_st)
+        save_file(tensors, tmp_st, metadata={'difrob_id': ident})
+        _fsync_file(tmp_st)
+        meta = {'config': config or {}, **extra, 'id': ident, 'sha256': file_sha256(tmp_st),  # the bytes written
+                'tensors': {k: [str(v.dtype).removeprefix('torch.'), list(v.shape)] for k, v in tensors.items()},
+                'provenance': provenance()}
+        fd, tmp_js = tempfile.mkstemp(dir=st.parent, prefix=js.name + '.tmp-'); tmps.append(tmp_js)
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(to_jsonable(meta), f, indent=2, allow_nan=True); f.flush(); os.fsync(f.fileno())
+        # keep the last complete pair as name.prev.* until the new pair is complete
+        if _pair_meta(st, js) is not None:
+            for a, b in ((st, pst), (js, pjs)):
+                with contextlib.suppress(FileNotFoundError): os.unlink(b)
+                try: os.link(a, b)
+                except OSError: shutil.copyfile(a, b); _fsync_file(b)  # file systems without hard links
+            _fsync_dir(st.parent)
+        _publish(tmp_st, st); _fsync_dir(st.parent)
+        _publish(tmp_js, js); _fsync_dir(st.parent)  # the JSON declares the pair complete: it goes last
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        for t in tmps:
+            with contextlib.suppress(FileNotFoundError): os.unlink(t)
         raise
-    save_json(js, {'config': config or {}, **extra, 'sha256': file_sha256(st), 'provenance': provenance()})
+    for b in (pst, pjs):
+        with contextlib.suppress(FileNotFoundError): os.unlink(b)
     return st
 
 def load_weights(path:str|Path, # as given to `save_weights`
                  model:torch.nn.Module|None=None, # if given, the weights are loaded into it (strictly)
                  device:str|torch.device='cpu',
                 ) -> tuple[dict, dict]:
-    "Load `(state_dict, config_json)`; with `model`, also load the weights into it."
+    "Load `(state_dict, config_json)`, verified; with `model`, also load the weights into it."
     st, js = _weight_paths(path)
+    meta = _pair_meta(st, js)
+    if meta is None:
+        pst, pjs = _prev_paths(path)
+        if (prev := _pair_meta(pst, pjs)) is not None:  # a save was killed before its new pair was complete
+            warnings.warn(f"{st}: the last save did not complete; loading the previous checkpoint {pst.name}")
+            st, js, meta = pst, pjs, prev
     for f in (st, js):
         if not f.exists(): raise FileNotFoundError(f"{f}: missing (a checkpoint is a .safetensors file plus its .json)")
-    meta = load_json(js)
+    if meta is None: meta = load_json(js)
     if 'sha256' in meta and file_sha256(st) != meta['sha256']:
         raise ValueError(f"{st}: checksum does not match {js.name}; the weights file is corrupt or was replaced")
-    sd = load_file(st, device=str(torch.device(device)))
-    if model is not None: model.load_state_dict(sd, strict=True)
+    try: sd = load_file(st, device=str(torch.device(device)))
+    except Exception as e: raise ValueError(f"{st}: not a readable safetensors file ({e})") from None
+    if 'tensors' in meta:  # every tensor the JSON lists, with its shape, and nothing else
+        want = {k: tuple(s) for k, (_, s) in meta['tensors'].items()}
+        got = {k: tuple(v.shape) for k, v in sd.items()}
+        if want != got:
+            missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+            shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+            raise ValueError(f"{st}: does not hold the tensors {js.name} lists: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                             f"other shapes {[(k, got[k], want[k]) for k in shapes[:5]]}")
+    if model is not None:
+        try: model.load_state_dict(sd, strict=True)
+        except RuntimeError as e: raise ValueError(f"{st}: the weights do not fit the model: {e}") from None
     return sd, meta
 
 def file_sha256(path:str|Path, chunk:int=1<<24) -> str:
@@ -224,38 +456,95 @@ def file_sha256(path:str|Path, chunk:int=1<<24) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/api/00_core.ipynb #d66d5669
+def rng_state() -> tuple[dict, dict]:
+    "The state of every global random number generator a training step may draw from (Python, NumPy, torch CPU and CUDA): (tensors, JSON)."
+    t = {'rng.torch': torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        t.update({f'rng.cuda.{i}': s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    t['rng.numpy'] = torch.from_numpy(keys.astype(np.int64))
+    version, internal, gauss = random.getstate()
+    return t, {'numpy': [kind, int(pos), int(has_gauss), float(cached)], 'python': [version, list(internal), gauss]}
+
+def set_rng_state(tensors:dict, meta:dict):
+    "Restore what `rng_state` returned."
+    torch.set_rng_state(tensors['rng.torch'].cpu())
+    cuda = [tensors[k].cpu() for k in sorted((k for k in tensors if k.startswith('rng.cuda.')), key=lambda k: int(k.rsplit('.', 1)[1]))]
+    if cuda and torch.cuda.is_available(): torch.cuda.set_rng_state_all(cuda[:torch.cuda.device_count()])
+    kind, pos, has_gauss, cached = meta['numpy']
+    np.random.set_state((kind, tensors['rng.numpy'].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = meta['python']
+    random.setstate((version, tuple(internal), gauss))
+
 # %% ../nbs/api/00_core.ipynb #b901956f
 def train_state(modules:dict, # name -> nn.Module, e.g. {'model': model, 'ema': ema}
                 opt:torch.optim.Optimizer, sched=None, # the optimizer and (optionally) its LR scheduler
                ) -> tuple[dict, dict]:
-    "(tensors, JSON metadata) of a training run's state, ready for `save_weights(path, tensors, config, **meta)`."
+    "(tensors, JSON metadata) of a training run's state, every global RNG included, ready for `save_weights(path, tensors, config, **meta)`."
     t = {f'{name}.{k}': v for name, m in modules.items() for k, v in m.state_dict().items()}
     pid = {id(p): i for i, p in enumerate(q for g in opt.param_groups for q in g['params'])}
     for p, st in opt.state.items():
         for k, v in st.items():
             if torch.is_tensor(v): t[f'opt.{pid[id(p)]}.{k}'] = v
-    meta = {'param_groups': [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups]}
+    rt, rmeta = rng_state()
+    meta = {'param_groups': [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups], 'rng': rmeta}
     if sched is not None: meta['scheduler'] = sched.state_dict()
-    return t, meta
+    return {**t, **rt}, meta
 
 def load_train_state(path:str|Path, # as given to `save_weights`
                      modules:dict, opt:torch.optim.Optimizer, sched=None,
-                     config:dict|None=None, # if given, the checkpoint's config must equal it (resuming another run is refused)
+                     key:dict|None=None, # if given, the checkpoint's key must equal it (`InputsChanged` names what differs)
                     ) -> dict:
-    "Restore what `train_state` saved into `modules`, `opt` and `sched`; return the JSON metadata."
-    if config is not None:
-        js = _weight_paths(path)[1]
-        saved = load_json(js)['config'] if js.exists() else None
-        if saved is not None and saved != config:
-            raise ValueError(f"{js}: the checkpoint was made with another config; "
-                             f"differs in {sorted(k for k in saved if saved[k] != config.get(k))}")
+    "Restore what `train_state` saved into `modules`, `opt`, `sched` and the global RNGs; return the JSON metadata."
+    st, js = _weight_paths(path)
+    if key is not None:
+        saved = _pair_meta(st, js) or _pair_meta(*_prev_paths(path)) or load_json(js)
+        check_key(saved.get('key', {}), key, f"{js}: this checkpoint")
     sd, meta = load_weights(path)
     for name, m in modules.items():
-        m.load_state_dict({k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + '.')})
+        try: m.load_state_dict({k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + '.')})
+        except RuntimeError as e: raise ValueError(f"{st}: '{name}' does not fit this checkpoint: {e}") from None
     params = [q for g in opt.param_groups for q in g['params']]
+    state = {}
     for k, v in sd.items():
         if k.startswith('opt.'):
-            _, i, name = k.split('.', 2); opt.state[params[int(i)]][name] = v.to(params[int(i)].device)
+            _, i, name = k.split('.', 2)
+            if int(i) >= len(params): raise ValueError(f"{st}: optimizer state for parameter {i}, but the optimizer has {len(params)}")
+            p = params[int(i)]
+            if v.ndim and v.shape != p.shape: raise ValueError(f"{st}: {k} has shape {tuple(v.shape)}, its parameter {tuple(p.shape)}")
+            state.setdefault(int(i), {})[name] = v.to(p.device)
+    names = {frozenset(s) for s in state.values()}
+    if len(names) > 1:  # every parameter an optimizer has stepped holds the same buffers
+        full = max(names, key=len)
+        raise ValueError(f"{st}: incomplete optimizer state: parameters {[i for i, s in state.items() if set(s) != full][:5]} "
+                         f"lack some of {sorted(full)}")
+    for i, s in state.items(): opt.state[params[i]].update(s)
+    if len(meta['param_groups']) != len(opt.param_groups):
+        raise ValueError(f"{js}: {len(meta['param_groups'])} parameter groups, the optimizer has {len(opt.param_groups)}")
     for g, saved in zip(opt.param_groups, meta['param_groups']): g.update(saved)
     if sched is not None: sched.load_state_dict(meta['scheduler'])
+    if 'rng' in meta: set_rng_state(sd, meta['rng'])
     return meta
+
+# %% ../nbs/api/00_core.ipynb #e12b9326
+def clear_checkpoints(ck:str|Path|None):
+    "Remove the checkpoint pairs (and their `.prev` pairs) in folder `ck`."
+    if ck is None or not Path(ck).is_dir(): return
+    for p in Path(ck).iterdir():
+        if p.suffix in ('.safetensors', '.json') and p.is_file(): p.unlink()
+
+def resume_from(ck:str|Path|None, # the run's checkpoints folder (None: no checkpoints)
+                resume:bool|str, # False, True or 'auto'
+                load, # () -> metadata: restores `ck/last` into the run, raising `InputsChanged` if its key differs
+               ) -> dict|None:
+    "The metadata of the checkpoint a run continues from, or None when it starts afresh."
+    if resume not in (False, True, 'auto'): raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
+    if resume and ck is None: raise ValueError("resume needs an out_dir")
+    if resume and any((Path(ck)/f).exists() for f in ('last.json', 'last.prev.json')):
+        try: return load()
+        except InputsChanged as e:
+            if resume != 'auto': raise
+            print(f"{e}: starting over", flush=True)
+    clear_checkpoints(ck)
+    return None

@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/data.html.md"""
 
 # %% ../nbs/api/01_data.ipynb #e5b2f7f4
 from __future__ import annotations
-import contextlib, fcntl, math, os, struct, warnings, zipfile
+import contextlib, fcntl, hashlib, json, math, os, struct, warnings, zipfile, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import atomic_write, file_sha256, json_normal, load_json, save_json
+from .core import FolderLock, atomic_write, file_sha256, json_normal, key_diff, load_json, save_json, tensor_hash
 
 # %% ../nbs/api/01_data.ipynb #41b459b4
 def check_images(x:torch.Tensor, # the batch to check
@@ -86,6 +86,9 @@ class ImageData:
         "A new `ImageData` with the examples at `idx`."
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ImageData(self.x[idx], self.y[idx], self.classes, self.name)
+    def fingerprint(self) -> str:
+        "SHA-256 of the images, labels and class names: what a run trained on this data is keyed on."
+        return tensor_hash(self.x, self.y, np.array(self.classes, dtype=str))
     def __repr__(self):
         return f"ImageData({self.name!r}: {len(self)} images of shape {self.shape}, {self.num_classes} classes)"
 
@@ -188,8 +191,8 @@ def load_dataset(name:str, # one of DATASETS: digits, cifar10, cifar100, svhn, t
     return ImageData(x.clamp_(0, 1).contiguous(), y, classes, name)
 
 # %% ../nbs/api/01_data.ipynb #be93f225
-def _npz_memmap(path:Path, key:str):
-    "Memory-map member `key` of an uncompressed .npz; None if it is compressed."
+def _npz_memmap(path:Path, key:str, verify:bool=True):
+    "Memory-map member `key` of an uncompressed .npz, after checking its size and (if `verify`) its CRC-32; None if it is compressed."
     with zipfile.ZipFile(path) as zf:
         info = zf.getinfo(key + '.npy')
         if info.compress_type != zipfile.ZIP_STORED: return None
@@ -197,15 +200,30 @@ def _npz_memmap(path:Path, key:str):
         f.seek(info.header_offset)
         head = f.read(30)
         n_name, n_extra = struct.unpack('<HH', head[26:30])
-        f.seek(info.header_offset + 30 + n_name + n_extra)
+        start = info.header_offset + 30 + n_name + n_extra
+        f.seek(start)
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read(f)
         offset = f.tell()
+        if verify:  # a memory map bypasses the zip's CRC-32, so check it once here, streaming (memory stays flat)
+            f.seek(start); crc, left = 0, info.file_size
+            while left and (b := f.read(min(1 << 24, left))): crc = zlib.crc32(b, crc); left -= len(b)
+            if left or crc != info.CRC:
+                raise ValueError(f"{path}: {key!r} is corrupt (its CRC-32 is {crc:08x}, the zip records {info.CRC:08x}); "
+                                 f"the file was damaged or modified (verify=False skips this check)")
     if dtype.hasobject: raise ValueError(f"{path}: {key!r} holds Python objects, not numbers")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset - start + nbytes > info.file_size or offset + nbytes > path.stat().st_size:
+        raise ValueError(f"{path}: {key!r} claims {shape} {dtype} ({nbytes:,} bytes), more than the file holds "
+                         f"({info.file_size - (offset - start):,} bytes); the file is truncated or its header is wrong")
     return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape, order='F' if fortran else 'C')
 
-def _read_npz(path:Path, mmap:bool=True):
+def _npz_digest(path:Path) -> str:
+    "What identifies an .npz's content without reading it: its members' names, sizes and CRC-32s from the zip directory."
+    with zipfile.ZipFile(path) as zf: return ';'.join(f'{i.filename}:{i.file_size}:{i.CRC:08x}' for i in sorted(zf.infolist(), key=lambda i: i.filename))
+
+def _read_npz(path:Path, mmap:bool=True, verify:bool=True):
     "The `image` and `label` arrays of one .npz, images memory-mapped where possible."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
@@ -214,11 +232,13 @@ def _read_npz(path:Path, mmap:bool=True):
     with zf: keys = [n[:-4] for n in zf.namelist() if n.endswith('.npy')]
     missing = [k for k in ('image', 'label') if k not in keys]
     if missing: raise KeyError(f"{path}: missing key(s) {missing}; found {keys} (expected 'image' uint8 N×H×W×C and 'label' int)")
-    images = _npz_memmap(path, 'image') if mmap else None
-    if images is None:
-        if mmap: warnings.warn(f"{path}: 'image' is compressed and cannot be memory-mapped; loading it into memory")
-        with np.load(path, allow_pickle=False) as z: images = z['image']
-    with np.load(path, allow_pickle=False) as z: labels = z['label']
+    images = _npz_memmap(path, 'image', verify) if mmap else None
+    try:
+        if images is None:
+            if mmap: warnings.warn(f"{path}: 'image' is compressed and cannot be memory-mapped; loading it into memory")
+            with np.load(path, allow_pickle=False) as z: images = z['image']
+        with np.load(path, allow_pickle=False) as z: labels = z['label']
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e: raise ValueError(f"{path}: cannot read ({e})") from None
     return images, labels
 
 def _check_arrays(images, labels, src, num_classes=None):
@@ -268,7 +288,12 @@ class GeneratedData:
     images: object
     labels: np.ndarray
     sources: list = field(default_factory=list)
+    digests: list = field(default_factory=list) # one per source: the store's SHA-256, or the zip's sizes and CRC-32s
     def __len__(self): return len(self.labels)
+    def fingerprint(self) -> str:
+        "What a run trained on this data is keyed on: the files' checksums, or (for arrays in memory) a hash of the arrays."
+        if self.digests: return hashlib.sha256(json.dumps([len(self), self.digests]).encode()).hexdigest()
+        return tensor_hash(np.asarray(self.images[np.arange(len(self))]), self.labels)
     @property
     def shape(self): return (self.images.shape[3], *self.images.shape[1:3])
     def batch(self, idx, device='cpu'):
@@ -309,21 +334,27 @@ class ShardStore:
     MANIFEST = 'manifest.json'
     def __init__(self, path:str|Path, # the folder
                  meta:dict|None=None, # what defines the store (model, sampler, ...): must match an existing manifest
+                 replace:bool=False, # if the manifest's metadata differ: delete the old shards and start over (else an error)
                 ):
         self.path = Path(path)
         mf = self.path/self.MANIFEST
-        if meta is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            meta = json_normal(meta)
-            with self._lock():
-                if mf.exists():
-                    old = load_json(mf).get('meta', {})
-                    if old != meta:
-                        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-                        raise ValueError(f"{mf}: this store was made with different metadata (differs in {diff}); "
-                                         f"use a new folder, or the same settings to resume")
-                else: save_json(mf, {'format': 'difrob-shards/1', 'meta': meta, 'shards': {}})
-        elif not mf.exists(): raise FileNotFoundError(f"{mf}: no manifest; create the store with ShardStore(path, meta=...)")
+        if meta is None:
+            if not mf.exists(): raise FileNotFoundError(f"{mf}: no manifest; create the store with ShardStore(path, meta=...)")
+            return
+        meta = json_normal(meta)
+        if mf.exists() and load_json(mf).get('meta') == meta: return  # nothing to write, no lock: read-only media work
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if not mf.exists(): save_json(mf, {'format': 'difrob-shards/1', 'meta': meta, 'shards': {}}); return
+            old = load_json(mf)
+            if old.get('meta') == meta: return
+            diffs = '; '.join(key_diff(old.get('meta', {}), meta))
+            if not replace: raise ValueError(f"{mf}: this store was made with different metadata (differs in: {diffs}); "
+                                             f"use a new folder, the same settings to resume, or replace=True to start it over")
+            with FolderLock(self.path):  # exclusive: refused while any process is generating into this store
+                for rec in old.get('shards', {}).values(): (self.path/rec['file']).unlink(missing_ok=True)
+                save_json(mf, {'format': 'difrob-shards/1', 'meta': meta, 'shards': {}})
+            warnings.warn(f"{self.path}: replaced {len(old.get('shards', {}))} shards made with other metadata ({diffs})")
 
     @contextlib.contextmanager
     def _lock(self):
@@ -341,10 +372,20 @@ class ShardStore:
     def shards(self) -> dict: return self.manifest['shards']
     def __len__(self): return sum(s['count'] for s in self.shards.values())
 
-    def has_shard(self, name:str) -> bool:
-        "True if shard `name` is in the manifest and its file exists with the recorded size."
-        rec = self.shards.get(name)
-        return rec is not None and (self.path/rec['file']).exists() and (self.path/rec['file']).stat().st_size == rec['bytes']
+    def missing(self, names:list, # shard names
+                verify:bool=True, # also check each finished shard's SHA-256 (else only that its file has the recorded size)
+               ) -> list:
+        "The shards among `names` that are not finished and intact: what a rerun must (re)write."
+        recs, out = self.shards, []
+        for n in names:
+            rec = recs.get(n); f = self.path/rec['file'] if rec else None
+            ok = rec is not None and f.exists() and f.stat().st_size == rec['bytes'] and (not verify or file_sha256(f) == rec['sha256'])
+            if not ok: out.append(n)
+        return out
+
+    def has_shard(self, name:str, verify:bool=True) -> bool:
+        "True if shard `name` is in the manifest and its file is intact (its SHA-256, or with `verify=False` its size)."
+        return not self.missing([name], verify)
 
     def write_shard(self, name:str, # shard name, e.g. 'class3-00000'
                     images, labels, **info) -> dict:
@@ -373,12 +414,13 @@ class ShardStore:
             if not f.exists(): raise FileNotFoundError(f"{f}: shard listed in {self.path/self.MANIFEST} is missing")
             if verify and file_sha256(f) != recs[n]['sha256']:
                 raise ValueError(f"{f}: checksum does not match {self.MANIFEST}; the shard is corrupt or was modified")
-        return _open_files(files, num_classes, counts=[recs[n]['count'] for n in names])
+        return _open_files(files, num_classes, counts=[recs[n]['count'] for n in names], verify=False,  # SHA-256 checked above
+                           digests=[recs[n]['sha256'] for n in names])
 
 # %% ../nbs/api/01_data.ipynb #9f8f5c46
 def load_generated(path, # .npz file, list of .npz files, glob pattern, or a shard folder with manifest.json
                    num_classes:int|None=None, # if given, labels must lie in [0, num_classes)
-                   verify:bool=True, # for shard folders: check SHA-256 checksums against the manifest
+                   verify:bool=True, # check every byte once: shard folders against the manifest's SHA-256, .npz files against their CRC-32
                   ) -> GeneratedData:
     "Open generated data (DM-Improves-AT .npz files or a difrob shard folder) without loading the images."
     if isinstance(path, GeneratedData): return path  # already open: nothing is read again
@@ -388,23 +430,24 @@ def load_generated(path, # .npz file, list of .npz files, glob pattern, or a sha
         if p.is_dir():
             if (p/ShardStore.MANIFEST).exists(): return ShardStore(p).load(verify=verify, num_classes=num_classes)
             raise FileNotFoundError(f"{p}: a folder of generated data needs a {ShardStore.MANIFEST}")
-        if any(ch in str(path) for ch in '*?['):
+        if not p.exists() and any(ch in str(path) for ch in '*?['):  # an existing path is a path, even with [ ] in its name
             files = sorted(p.parent.glob(p.name))
             if not files: raise FileNotFoundError(f"{path}: no file matches")
         else: files = [p]
     if not files: raise ValueError("no files given")
-    return _open_files(files, num_classes)
+    return _open_files(files, num_classes, verify=verify)
 
-def _open_files(files, num_classes=None, counts=None):
+def _open_files(files, num_classes=None, counts=None, verify=True, digests=None):
     "Open and check .npz files (images memory-mapped) as one `GeneratedData`; `counts`: the lengths they must have."
     parts, labels = [], []
     for i, f in enumerate(files):
-        img, lab = _read_npz(f)
+        img, lab = _read_npz(f, verify=verify)
         labels.append(_check_arrays(img, lab, f, num_classes)); parts.append(img)
         if counts is not None and len(lab) != counts[i]: raise ValueError(f"{f}: holds {len(lab)} images, the manifest says {counts[i]}")
     shapes = {im.shape[1:] for im in parts}
     if len(shapes) > 1: raise ValueError(f"parts have different image shapes {sorted(shapes)}: {[str(f) for f in files]}")
-    return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), list(files))
+    return GeneratedData(ConcatImages(parts) if len(parts) > 1 else parts[0], np.concatenate(labels), list(files),
+                         digests or [_npz_digest(f) for f in files])
 
 def merge_generated(src, # anything `load_generated` opens (or its result)
                     dst:str|Path, # the single .npz to write
@@ -416,17 +459,12 @@ def merge_generated(src, # anything `load_generated` opens (or its result)
     idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(idx) and (idx.min() < 0 or idx.max() >= len(data)): raise IndexError(f"indices outside [0, {len(data)})")
     if dst.suffix != '.npz': raise ValueError(f"{dst}: generated data is stored as .npz")
-    tmp = dst.with_name(dst.name + '.tmp-merge')
-    try:
-        with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
-            with zf.open('image.npy', 'w', force_zip64=True) as f:
-                np.lib.format.write_array_header_2_0(f, {'descr': '|u1', 'fortran_order': False, 'shape': (len(idx), *data.images.shape[1:])})
-                for s in tqdm(range(0, len(idx), chunk), desc='merge', leave=False):
-                    f.write(np.ascontiguousarray(data.images[idx[s:s + chunk]]).tobytes())
-            with zf.open('label.npy', 'w', force_zip64=True) as f: np.lib.format.write_array(f, data.labels[idx])
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
+    with atomic_write(dst) as out, zipfile.ZipFile(out, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:  # a unique temporary name
+        with zf.open('image.npy', 'w', force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(f, {'descr': '|u1', 'fortran_order': False, 'shape': (len(idx), *data.images.shape[1:])})
+            for s in tqdm(range(0, len(idx), chunk), desc='merge', leave=False):
+                f.write(np.ascontiguousarray(data.images[idx[s:s + chunk]]).tobytes())
+        with zf.open('label.npy', 'w', force_zip64=True) as f: np.lib.format.write_array(f, data.labels[idx])
     return dst
 
 # %% ../nbs/api/01_data.ipynb #ea10c3ad
@@ -487,7 +525,8 @@ class BatchMixer:
             if real.shape != generated.shape: raise ValueError(f"real images are {real.shape} but generated ones are {generated.shape}")
             nc = getattr(real, 'num_classes', None)
             if nc is not None and len(generated) and generated.labels.max() >= nc:
-                raise ValueError(f"generated labels go up to {generated.labels.max()}, but the real data has {nc} classes")
+                src = ', '.join(map(str, getattr(generated, 'sources', [])[:3])) or 'arrays in memory'
+                raise ValueError(f"generated labels go up to {generated.labels.max()} ({src}), but the real data has {nc} classes")
         self.real, self.generated = (real if self.n_real else None), (generated if self.n_gen else None)
         self.batch_size, self.gen_fraction, self.seed, self.augment, self.device = batch_size, gen_fraction, seed, augment, device
         self.n_batches = n_batches or math.ceil(len(real if self.n_real else generated) / batch_size)

@@ -22,7 +22,8 @@ import torch.nn as nn
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler, UNet2DModel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
-from .core import get_device, load_train_state, load_weights, save_json, save_weights, seed_everything, train_state
+from .core import (FolderLock, callable_key, get_device, load_train_state, load_weights, model_hash, resume_from,
+                         save_json, save_weights, seed_everything, train_state)
 from .data import ImageData, check_images
 
 # %% ../nbs/api/04_diffusion.ipynb #20b5598b
@@ -165,11 +166,14 @@ def load_denoiser(src:str|Path, # difrob checkpoint ('dir/name' or '.safetensors
     p = Path(src).expanduser()
     st = p if p.suffix == '.safetensors' else p.with_name(p.name + '.safetensors')
     if st.exists():
-        _, meta = load_weights(st)
-        cfg = meta['config']
+        sd, meta = load_weights(st)
         if meta.get('kind') != 'edm-denoiser': raise ValueError(f"{st}: not an EDM denoiser checkpoint (kind={meta.get('kind')!r})")
-        D = EDMDenoiser(UNet2DModel(**cfg['unet']), cfg['num_classes'], cfg['sigma_data'])
-        load_weights(st, D)
+        try:
+            cfg = meta['config']
+            D = EDMDenoiser(UNet2DModel(**cfg['unet']), cfg['num_classes'], cfg['sigma_data'])
+            D.load_state_dict(sd, strict=True)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{st}: its config does not rebuild the denoiser its weights belong to (was it edited?): {type(e).__name__}: {e}") from None
         return D.to(device).eval()
     if p.is_dir() and not (p/'config.json').exists():
         raise FileNotFoundError(f"{p}: neither a difrob checkpoint nor a diffusers model folder (no config.json)")
@@ -232,10 +236,13 @@ def _ema_beta(batch, nimg, cfg):
 
 def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] with labels
                     cfg:DiffusionConfig, out_dir:str|Path|None=None, # checkpoints/ and history.json go here
-                    resume:bool=False, progress:bool=True,
+                    resume:bool|str=False, # True: continue from out_dir/checkpoints/last (refused if made from other inputs); 'auto': continue if they match, else start over
+                    progress:bool=True,
                     loss_fn=None, # per-image loss (D, x0, y, generator) -> (N,); None: `edm_loss` with cfg's P_mean, P_std, p_uncond
                    ) -> tuple[EDMDenoiser, list]:
-    "Train `D` with the EDM loss (or `loss_fn`); return (EMA denoiser, history)."
+    "Train `D` with the EDM loss (or `loss_fn`); return (EMA denoiser, history). With `out_dir`, the run holds that folder while it lives."
+    run_key = {'config': dataclasses.asdict(cfg), 'data': data.fingerprint(), 'model': {'config': D.config, 'init_sha256': model_hash(D)},
+               'loss_fn': 'edm_loss' if loss_fn is None else callable_key(loss_fn)}  # everything the result depends on
     if loss_fn is None: loss_fn = lambda D, x0, y, generator: edm_loss(D, x0, y, cfg.P_mean, cfg.P_std, cfg.p_uncond, generator=generator)
     if D.num_classes and data.num_classes != D.num_classes:
         raise ValueError(f"the data has {data.num_classes} classes, the denoiser {D.num_classes}")
@@ -248,45 +255,46 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
     beta = {'b': 0.0}
     ema = AveragedModel(D, avg_fn=lambda a, m, n: beta['b'] * a + (1 - beta['b']) * m, use_buffers=True)
     ck = Path(out_dir)/'checkpoints' if out_dir is not None else None
-    history, start, nimg = [], 0, 0
-    if resume:
-        if ck is None: raise ValueError("resume=True needs an out_dir")
-        if (ck/'last.json').exists():
-            meta = load_train_state(ck/'last', {'model': D, 'ema': ema}, opt, config=dataclasses.asdict(cfg))
-            history, start, nimg = meta['history'], meta['epoch'] + 1, meta['nimg']
-    x_all, y_all = to_model_space(data.x), data.y
-    n = len(x_all)
-    for epoch in range(start, cfg.epochs):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        t0, tot, cnt = time.time(), 0.0, 0
-        bar = tqdm(perm.split(cfg.batch_size), desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not progress, leave=False)
-        for idx in bar:
-            xb, yb = x_all[idx].to(dev), (y_all[idx].to(dev) if D.num_classes else None)
-            if cfg.xflip:
-                flip = torch.rand(len(idx), generator=g) < 0.5
-                xb = torch.where(flip.to(dev).reshape(-1, 1, 1, 1), xb.flip(3), xb)
-            for grp in opt.param_groups: grp['lr'] = cfg.lr * min(1.0, (nimg + 1) / max(cfg.lr_warmup_kimg * 1000, 1e-8))
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = loss_fn(D, xb, yb, g).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in D.parameters():
-                if p.grad is not None: torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
-            if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)
-            opt.step()
-            nimg += len(idx)
-            beta['b'] = _ema_beta(len(idx), nimg, cfg)
-            ema.update_parameters(D)
-            tot += loss.item() * len(idx); cnt += len(idx)
-            bar.set_postfix(loss=f'{tot / cnt:.4f}')
-        history.append({'epoch': epoch, 'loss': tot / cnt, 'kimg': nimg / 1000, 'seconds': time.time() - t0})
-        if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            t, meta = train_state({'model': D, 'ema': ema}, opt)
-            save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='diffusion-train-state', epoch=epoch, nimg=nimg,
-                         history=history, **meta)
-    if out_dir is not None: save_json(Path(out_dir)/'history.json', history)
-    return ema.module.eval(), history
+    lock = FolderLock(out_dir, clean=True).acquire() if out_dir is not None else None  # one run per folder, refused before any work
+    try:
+        history, start, nimg = [], 0, 0
+        meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': D, 'ema': ema}, opt, key=run_key))
+        if meta is not None: history, start, nimg = meta['history'], meta['epoch'] + 1, meta['nimg']
+        x_all, y_all = to_model_space(data.x), data.y
+        n = len(x_all)
+        for epoch in range(start, cfg.epochs):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            perm = torch.randperm(n, generator=g)
+            t0, tot, cnt = time.time(), 0.0, 0
+            bar = tqdm(perm.split(cfg.batch_size), desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not progress, leave=False)
+            for idx in bar:
+                xb, yb = x_all[idx].to(dev), (y_all[idx].to(dev) if D.num_classes else None)
+                if cfg.xflip:
+                    flip = torch.rand(len(idx), generator=g) < 0.5
+                    xb = torch.where(flip.to(dev).reshape(-1, 1, 1, 1), xb.flip(3), xb)
+                for grp in opt.param_groups: grp['lr'] = cfg.lr * min(1.0, (nimg + 1) / max(cfg.lr_warmup_kimg * 1000, 1e-8))
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    loss = loss_fn(D, xb, yb, g).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for p in D.parameters():
+                    if p.grad is not None: torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
+                if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)
+                opt.step()
+                nimg += len(idx)
+                beta['b'] = _ema_beta(len(idx), nimg, cfg)
+                ema.update_parameters(D)
+                tot += loss.item() * len(idx); cnt += len(idx)
+                bar.set_postfix(loss=f'{tot / cnt:.4f}')
+            history.append({'epoch': epoch, 'loss': tot / cnt, 'kimg': nimg / 1000, 'seconds': time.time() - t0})
+            if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+                t, meta = train_state({'model': D, 'ema': ema}, opt)
+                save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='diffusion-train-state', key=run_key, epoch=epoch, nimg=nimg,
+                             history=history, **meta)
+        if out_dir is not None: save_json(Path(out_dir)/'history.json', history)
+        return ema.module.eval(), history
+    finally:
+        if lock is not None: lock.release()
 
 # %% ../nbs/api/04_diffusion.ipynb #78d06fe2
 def edm_sigmas(steps:int, sigma_min:float=0.002, sigma_max:float=80.0, rho:float=7.0) -> torch.Tensor:

@@ -10,29 +10,20 @@ import argparse, hashlib, os, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['model_hash', 'shard_plan', 'to_uint8_edm', 'generate_images', 'dist_info', 'generate', 'generation_stats',
-           'class_probabilities', 'filter_generated', 'frechet_distance', 'classifier_features', 'inception_features',
-           'difrob_generate']
+__all__ = ['shard_plan', 'to_uint8_edm', 'generate_images', 'dist_info', 'generate', 'generation_stats', 'class_probabilities',
+           'filter_generated', 'frechet_distance', 'classifier_features', 'inception_features', 'difrob_generate']
 
 # %% ../nbs/api/05_generate.ipynb #09f70685
 import numpy as np
 import torch
 from scipy import linalg
 from tqdm.auto import tqdm
-from .core import get_device
+from .core import FolderLock, get_device, model_hash
 from .data import GeneratedData, ShardStore, load_generated, merge_generated
 from .diffusion import (ClassifierFreeGuidance, EDMDenoiser, FixedBatch, SAMPLERS, edm_sigmas, load_denoiser,
                               randn, sample)
 
 # %% ../nbs/api/05_generate.ipynb #8d8cee71
-def model_hash(model:torch.nn.Module) -> str:
-    "SHA-256 of a model's weights (names, dtypes, shapes and bytes, in name order)."
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f'{k}|{v.dtype}|{tuple(v.shape)}|'.encode()); h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b'')
-    return h.hexdigest()
-
 def shard_plan(classes, # the classes to generate
                n_per_class:int, shard_size:int, seed:int=0) -> list[dict]:
     "Every shard: name, class and its seed range [start, stop)."
@@ -77,6 +68,7 @@ def generate(D:EDMDenoiser, out:str|Path, # the denoiser; the store folder
              shard_size:int=1000, batch_size:int=256,
              net_batch:int=64, # the network's fixed micro-batch (part of what defines the images)
              bf16:bool=False, device='auto', rank:int|None=None, world:int|None=None,
+             replace:bool=False, # if `out` holds images of another model or other settings: delete them and start over (else an error)
              progress:bool=True) -> ShardStore:
     "Generate `n_per_class` images per class into a resumable `ShardStore`; this rank's share of the shards."
     if not isinstance(D, EDMDenoiser): raise TypeError(f"D must be an EDMDenoiser, got {type(D).__name__}")
@@ -95,18 +87,21 @@ def generate(D:EDMDenoiser, out:str|Path, # the denoiser; the store folder
     meta = {'model_sha256': model_hash(D), 'model': D.config, **sampler_kw, 'cfg_scale': cfg_scale, 'seed': seed,
             'n_per_class': n_per_class, 'classes': classes, 'shard_size': shard_size, 'net_batch': net_batch, 'bf16': bf16,
             'image_shape': [D.resolution, D.resolution, D.channels], 'pixels': 'uint8 = floor(clip(127.5 x + 128, 0, 255))'}
-    store = ShardStore(out, meta)  # refuses a store made with another model or other settings
+    store = ShardStore(out, meta, replace=replace)  # refuses (or with replace, clears) a store made with another model or other settings
     mine = shard_plan(classes, n_per_class, shard_size, seed)[rank::world]
-    todo = [p for p in mine if not store.has_shard(p['name'])]
+    missing = set(store.missing([p['name'] for p in mine]))  # finished shards are checked against their SHA-256; a bad one is redone
+    todo = [p for p in mine if p['name'] in missing]
+    if not todo: return store  # nothing to write: no lock taken (a finished store may sit on read-only media)
     net = FixedBatch(D, net_batch)
-    bar = tqdm(total=sum(p['stop'] - p['start'] for p in todo), desc=f'generate (rank {rank}/{world})', unit='img', disable=not progress)
-    for p in todo:
-        imgs, info = generate_images(net, p['label'], range(p['start'], p['stop']), (D.channels, D.resolution, D.resolution), batch_size, bf16, cfg_scale, dev, **sampler_kw)
-        store.write_shard(p['name'], imgs, np.full(len(imgs), p['label'], dtype=np.int64), label=p['label'],
-                          seed_start=p['start'], seed_stop=p['stop'], nfe=info['nfe'], seconds=round(info['seconds'], 3),
-                          images_per_second=round(len(imgs) / info['seconds'], 2), device=str(dev))
-        bar.update(len(imgs)); bar.set_postfix(img_s=f"{len(imgs) / info['seconds']:.1f}")
-    bar.close()
+    with FolderLock(store.path, shared=True, clean=True):  # the ranks of one run share the store; the first alone cleans up
+        bar = tqdm(total=sum(p['stop'] - p['start'] for p in todo), desc=f'generate (rank {rank}/{world})', unit='img', disable=not progress)
+        for p in todo:
+            imgs, info = generate_images(net, p['label'], range(p['start'], p['stop']), (D.channels, D.resolution, D.resolution), batch_size, bf16, cfg_scale, dev, **sampler_kw)
+            store.write_shard(p['name'], imgs, np.full(len(imgs), p['label'], dtype=np.int64), label=p['label'],
+                              seed_start=p['start'], seed_stop=p['stop'], nfe=info['nfe'], seconds=round(info['seconds'], 3),
+                              images_per_second=round(len(imgs) / info['seconds'], 2), device=str(dev))
+            bar.update(len(imgs)); bar.set_postfix(img_s=f"{len(imgs) / info['seconds']:.1f}")
+        bar.close()
     return store
 
 def generation_stats(store:ShardStore|str|Path) -> dict:
@@ -214,6 +209,7 @@ def _parser():
     p.add_argument('--filter-model', default=None, help='a difrob classifier (models.save_model) to filter with')
     p.add_argument('--top-fraction', type=float, default=0.2)
     p.add_argument('--filtered', default=None, help='the filtered .npz (default OUT/filtered-top<fraction>.npz)')
+    p.add_argument('--replace', action='store_true', help='if OUT holds images of another model or other settings, delete them and start over')
     p.add_argument('--quiet', action='store_true')
     return p
 
@@ -227,7 +223,7 @@ def difrob_generate(argv=None):
     D = load_denoiser(a.model)
     store = generate(D, a.out, a.n_per_class, a.classes, a.sampler, a.steps, a.sigma_min, a.sigma_max, a.rho,
                      a.S_churn, a.S_min, a.S_max, a.S_noise, a.cfg_scale, a.seed, a.shard_size, a.batch_size,
-                     a.net_batch, a.bf16, a.device, rank, world, progress=not a.quiet)
+                     a.net_batch, a.bf16, a.device, rank, world, a.replace, progress=not a.quiet)
     if world > 1 and (a.merge or a.filter_model): torch.distributed.barrier()
     if rank == 0:
         st, data = generation_stats(store), store.load()  # checksums verified once, for merging and filtering

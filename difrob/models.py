@@ -161,9 +161,12 @@ def save_model(path, model:Classifier, **extra):
     return save_weights(path, model, model.config, **extra)
 
 def load_model(path, device='cpu') -> Classifier:
-    "Rebuild a classifier saved with `save_model` and load its weights."
-    _, meta = load_weights(path, device='cpu')
-    cfg = dict(meta['config']); arch = cfg.pop('arch')
-    model = create_model(arch, **cfg)
-    load_weights(path, model)
+    "Rebuild a classifier saved with `save_model` and load its weights (verified); errors name the checkpoint."
+    sd, meta = load_weights(path, device='cpu')
+    try:
+        cfg = dict(meta['config']); arch = cfg.pop('arch')
+        model = create_model(arch, **cfg)
+        model.load_state_dict(sd, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: not a difrob classifier checkpoint, or its config was edited: {type(e).__name__}: {e}") from None
     return model.to(device)

@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 from diffusers import UNet2DModel
 from .attacks import autoattack, check_threat
+from .core import model_hash
 from .data import check_images, check_labels
 from .diffusion import (UNET_PRESETS, EDMDenoiser, edm_noise, edm_precond, edm_weight, from_model_space,
                               points_denoiser, to_model_space)
@@ -119,6 +120,7 @@ def distillation_loss(teacher, # a class-conditional denoiser (K forwards per im
         sigma, noisy = edm_noise(x0, P_mean, P_std, generator)
         with torch.no_grad(): target = class_heads(teacher, noisy, sigma).float()
         return edm_weight(sigma, M.sigma_data).float() * (M.heads(noisy, sigma) - target).pow(2).mean((1, 2, 3, 4))
+    loss_fn.key = {'loss': 'distillation', 'teacher_sha256': model_hash(teacher), 'P_mean': P_mean, 'P_std': P_std}  # resume keys on it
     return loss_fn
 
 # %% ../nbs/api/07_rdc.ipynb #634efbbd

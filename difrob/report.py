@@ -6,17 +6,17 @@ Docs: https://difrob.github.io/difrob/api/report.html.md"""
 
 # %% ../nbs/api/90_report.ipynb #51c67d6c
 from __future__ import annotations
-import argparse, html, json, os, sys, time, traceback
+import argparse, contextlib, html, json, os, sys, time, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['is_experiment', 'experiment_notebooks', 'run_order', 'load_profile', 'headline', 'run_notebook', 'write_index',
-           'run_report', 'difrob_report']
+__all__ = ['is_experiment', 'experiment_notebooks', 'run_order', 'load_profile', 'headline', 'run_notebook', 'index_status',
+           'write_index', 'run_report', 'difrob_report']
 
 # %% ../nbs/api/90_report.ipynb #1714cb8f
 import nbformat
 import yaml
-from .core import load_json, project_root, save_json
+from .core import FolderInUse, FolderLock, atomic_write, load_json, project_root, save_json
 
 # %% ../nbs/api/90_report.ipynb #78226165
 def is_experiment(nb_path:str|Path) -> bool:
@@ -72,7 +72,10 @@ def load_profile(profile:str|None, # None or 'quick' for the defaults, a name in
     if not p.exists():
         avail = sorted(q.stem for q in p.parent.glob('*.yml')) if p.parent.exists() else []
         raise FileNotFoundError(f"profile {profile!r}: {p} not found; available: {avail or 'none'}")
-    d = yaml.safe_load(p.read_text()) or {}
+    try: d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = f" line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}" if getattr(e, 'problem_mark', None) else ''
+        raise ValueError(f"{p}:{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
         raise ValueError(f"{p}: a profile maps notebook names to dicts of parameters")
     return d
@@ -85,7 +88,7 @@ def headline(metrics:dict) -> dict:
 def _render_html(nb_path:Path, html_path:Path):
     from nbconvert import HTMLExporter
     body, _ = HTMLExporter(template_name='lab').from_filename(str(nb_path))
-    html_path.write_text(body, encoding='utf-8')
+    with atomic_write(html_path, 'w') as f: f.write(body)
 
 def run_notebook(name:str, nb_path:str|Path, out:str|Path, params:dict|None=None, kernel:str='python3',
                  progress:bool=True, render:bool=True) -> dict:
@@ -96,6 +99,7 @@ def run_notebook(name:str, nb_path:str|Path, out:str|Path, params:dict|None=None
     executed = odir/f'{name}.ipynb'
     params = {**(params or {}), 'out_dir': str(odir.resolve())}
     rec = {'name': name, 'notebook': str(nb_path), 'params': params, 'status': 'ok', 'error': None}
+    (odir/'metrics.json').unlink(missing_ok=True)  # the old numbers must not outlive a run that fails or is killed
     t0 = time.time()
     try:
         pm.execute_notebook(str(nb_path), str(executed), parameters=params, kernel_name=kernel,
@@ -114,6 +118,7 @@ def run_notebook(name:str, nb_path:str|Path, out:str|Path, params:dict|None=None
     if rec['status'] == 'ok' and mf.exists(): rec['metrics'] = headline(load_json(mf))
     elif rec['status'] == 'ok': rec.update(status='failed', error=f"{nb_path.name} finished but wrote no metrics.json into {odir}")
     rec['figures'] = sorted(str(p.relative_to(Path(out))) for p in odir.glob('*.png'))
+    rec['finished'] = time.time()
     return rec
 
 # %% ../nbs/api/90_report.ipynb #115b9854
@@ -121,11 +126,31 @@ def _fmt(v):
     if isinstance(v, float): return f'{v:.4g}'
     return html.escape(str(v))
 
+def _alive(pid) -> bool:
+    try: os.kill(int(pid), 0); return True
+    except (ProcessLookupError, TypeError, ValueError): return False
+    except PermissionError: return True
+
+def index_status(records:list) -> list:
+    "The records as the index shows them: a 'running' run whose process is gone is 'interrupted'; a result older than one it requires is 'stale'."
+    by = {r['name']: r for r in records}
+    out = []
+    for r in records:
+        r = dict(r)
+        if r['status'] == 'running' and not _alive(r.get('pid')):
+            r.update(status='interrupted', error=f"the run (pid {r.get('pid')}) ended before it finished; rerun it")
+        elif r['status'] == 'ok':
+            newer = [q for q in r.get('requires', []) if q in by and by[q].get('finished', 0) > r.get('finished', 0)]
+            if newer: r.update(status='stale', error=f"{', '.join(newer)} ran again after it; rerun it (difrob-report --only {r['name']})")
+        out.append(r)
+    return out
+
 def write_index(records:list, out:str|Path, title:str='difrob reports') -> Path:
-    "Write `out/index.html` (one row per notebook: status, time, headline metrics, links) and `out/index.json`."
+    "Write `out/index.html` (one row per notebook: status, time, headline metrics, links) and `out/index.json`, each atomically."
     out = Path(out)
     save_json(out/'index.json', records)
-    colour = {'ok': '#1a7f37', 'failed': '#cf222e', 'skipped': '#9a6700'}
+    records = index_status(records)
+    colour = {'ok': '#1a7f37', 'failed': '#cf222e', 'skipped': '#9a6700', 'running': '#0969da', 'interrupted': '#cf222e', 'stale': '#9a6700'}
     rows = []
     for r in records:
         links = ' · '.join(f'<a href="{html.escape(r[k])}">{lbl}</a>' for k, lbl in (('html', 'report'), ('executed', 'notebook')) if r.get(k))
@@ -135,17 +160,17 @@ def write_index(records:list, out:str|Path, title:str='difrob reports') -> Path:
         rows.append(f'<tr><td><b>{html.escape(r["name"])}</b><br>{links}</td>'
                     f'<td style="color:{colour.get(r["status"], "#000")}"><b>{r["status"]}</b></td>'
                     f'<td>{r.get("seconds", "")}</td><td><table class="m">{mets}</table>{err}</td><td class="f">{figs}</td></tr>')
+    counts = ', '.join(f"{sum(r['status'] == s for r in records)} {s}" for s in colour if s == 'ok' or any(r['status'] == s for r in records))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:.4em .8em;vertical-align:top;text-align:left}}
 table.m td{{border:none;padding:0 .8em 0 0;font-size:90%}} pre.err{{color:#cf222e;white-space:pre-wrap;max-width:40em}}
 td.f img{{height:90px;margin:2px;border:1px solid #eee}}</style></head><body>
-<h1>{html.escape(title)}</h1><p>{len(records)} experiment(s): {sum(r['status'] == 'ok' for r in records)} ok,
-{sum(r['status'] == 'failed' for r in records)} failed, {sum(r['status'] == 'skipped' for r in records)} skipped.
+<h1>{html.escape(title)}</h1><p>{len(records)} experiment(s): {counts}.
 Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
 <table><tr><th>experiment</th><th>status</th><th>seconds</th><th>headline</th><th>figures</th></tr>{''.join(rows)}</table>
 </body></html>"""
-    (out/'index.html').write_text(page, encoding='utf-8')
+    with atomic_write(out/'index.html', 'w') as f: f.write(page)
     return out/'index.html'
 
 # %% ../nbs/api/90_report.ipynb #cc17d2ef
@@ -154,31 +179,40 @@ def run_report(nbs:str|Path|None=None, # notebooks folder; default the project's
                profile:str|None=None, # parameter profile (see `load_profile`)
                only:list|None=None, # run just these experiments
                kernel:str='python3', progress:bool=True) -> list:
-    "Run the experiment notebooks in dependency order; write the reports and the index; return the records."
+    "Run the experiment notebooks in dependency order; write the reports and the index; return this run's records."
     nbs = Path(nbs) if nbs is not None else _default_nbs()
     out = Path(out) if out is not None else nbs.resolve().parent/'reports'
-    out.mkdir(parents=True, exist_ok=True)
     exps, prof = experiment_notebooks(nbs), load_profile(profile, nbs)
     unknown = [k for k in prof if k not in exps]
     if unknown: raise ValueError(f"profile {profile!r} names unknown experiment(s) {unknown}; known: {sorted(exps)}")
     order = run_order(exps, only)
-    records, bad = [], set()
-    t0 = time.time()
-    for i, name in enumerate(order, 1):
-        blocked = [r for r in exps[name]['requires'] if r in bad]
-        if blocked:
-            print(f"[{i}/{len(order)}] {name}: skipped (needs {blocked}, which failed)", flush=True)
-            records.append({'name': name, 'status': 'skipped', 'error': f"skipped: requires {blocked}, which failed"}); bad.add(name)
-            continue
-        print(f"[{i}/{len(order)}] {name}: running {exps[name]['path'].name} ...", flush=True)
-        rec = run_notebook(name, exps[name]['path'], out, prof.get(name), kernel, progress)
-        print(f"[{i}/{len(order)}] {name}: {rec['status']} in {rec['seconds']} s" + (f" — {rec['error']}" if rec['error'] else ''), flush=True)
-        if rec['status'] != 'ok': bad.add(name)
-        records.append(rec)
-        write_index(records, out)  # keep the index current while a long batch runs
-    idx = write_index(records, out)
-    print(f"{len(records)} experiment(s) in {time.time() - t0:.0f} s: {len(records) - len(bad)} ok, {len(bad)} not ok. Index: {idx}")
+    with FolderLock(out):  # one report run per reports folder
+        index = {}  # the rows of earlier runs stay (an `--only` run updates its own rows), in dependency order
+        if (out/'index.json').exists():
+            with contextlib.suppress(ValueError, TypeError, KeyError): index = {r['name']: r for r in load_json(out/'index.json')}
+        records, bad = [], set()
+        t0 = time.time()
+        for i, name in enumerate(order, 1):
+            blocked = [r for r in exps[name]['requires'] if r in bad]
+            if blocked:
+                print(f"[{i}/{len(order)}] {name}: skipped (needs {blocked}, which failed)", flush=True)
+                rec = {'name': name, 'status': 'skipped', 'error': f"skipped: requires {blocked}, which failed"}; bad.add(name)
+            else:
+                print(f"[{i}/{len(order)}] {name}: running {exps[name]['path'].name} ...", flush=True)
+                index[name] = {'name': name, 'status': 'running', 'pid': os.getpid(), 'started': time.time(), 'error': None}
+                write_index(_ordered(index, exps), out)  # marked running before it starts: a kill leaves no false 'ok'
+                rec = run_notebook(name, exps[name]['path'], out, prof.get(name), kernel, progress)
+                print(f"[{i}/{len(order)}] {name}: {rec['status']} in {rec['seconds']} s" + (f" — {rec['error']}" if rec['error'] else ''), flush=True)
+                if rec['status'] != 'ok': bad.add(name)
+            rec['requires'] = exps[name]['requires']
+            records.append(rec); index[name] = rec
+            idx = write_index(_ordered(index, exps), out)  # ok only now, with all of its outputs written
+        print(f"{len(records)} experiment(s) in {time.time() - t0:.0f} s: {len(records) - len(bad)} ok, {len(bad)} not ok. Index: {idx}")
     return records
+
+def _ordered(index:dict, exps:dict) -> list:
+    order = run_order(exps)
+    return sorted(index.values(), key=lambda r: order.index(r['name']) if r['name'] in order else len(order))
 
 def difrob_report(argv=None):
     "Console entry point: `difrob-report [--nbs DIR] [--out DIR] [--profile NAME] [--only NAME ...]`."
@@ -191,6 +225,6 @@ def difrob_report(argv=None):
     ap.add_argument('--no-progress', action='store_true', help="hide papermill's per-cell progress bar")
     a = ap.parse_args(argv)
     try: recs = run_report(a.nbs, a.out, a.profile, a.only, a.kernel, not a.no_progress)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, PermissionError, FolderInUse) as e:
         print(f"difrob-report: error: {e}", file=sys.stderr); sys.exit(2)
     sys.exit(0 if recs and all(r['status'] == 'ok' for r in recs) else 1)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 from .attacks import check_threat, model_state, pgd
-from .core import get_device, load_json, load_train_state, load_weights, save_json, save_weights, seed_everything, train_state
+from .core import (FolderLock, callable_key, get_device, load_json, load_train_state, load_weights, model_hash,
+                   resume_from, save_json, save_weights, seed_everything, train_state)
 from .data import BatchMixer, ImageData, RandomCropFlip, check_images, check_labels
 
 # %% ../nbs/api/06_train.ipynb #2d93b113
@@ -122,13 +123,16 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
           cfg:TrainConfig,
           generated=None, # GeneratedData, mixed in at cfg.gen_fraction
           out_dir:str|Path|None=None, # checkpoints/ and history.json go here
-          resume:bool=False, # continue from out_dir/checkpoints/last if it exists
+          resume:bool|str=False, # True: continue from out_dir/checkpoints/last (refused if made from other inputs); 'auto': continue if they match, else start over
           aux_losses:dict|None=None, # name -> callable(ctx) returning a scalar added to the loss
           progress:bool=True):
-    "Adversarially train `model`; return (ema_model, history)."
+    "Adversarially train `model`; return (ema_model, history). With `out_dir`, the run holds that folder while it lives."
     dev = get_device(cfg.device)
     if cfg.n_val >= len(real): raise ValueError(f"n_val={cfg.n_val} leaves no training data ({len(real)} real images)")
     if cfg.gen_fraction > 0 and generated is None: raise ValueError(f"gen_fraction={cfg.gen_fraction} but no generated data given")
+    run_key = {'config': dataclasses.asdict(cfg), 'data': {'real': real.fingerprint(), 'generated': generated.fingerprint() if cfg.gen_fraction > 0 else None},
+           'model': {'config': getattr(model, 'config', type(model).__qualname__), 'init_sha256': model_hash(model)},
+           'aux_losses': {k: callable_key(f) for k, f in (aux_losses or {}).items()}}  # everything the result depends on
     val, trn = real.subset(range(cfg.n_val)), real.subset(range(cfg.n_val, len(real)))
     seed_everything(cfg.seed)
     model = model.to(dev)
@@ -144,81 +148,82 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     bn_momenta = [b.momentum for b in _bn_layers(model)]
     out = Path(out_dir) if out_dir is not None else None
     ck = out/'checkpoints' if out is not None else None
-    history, best, start, step = [], {'epoch': None}, 0, 0
-    if resume:
-        if ck is None: raise ValueError("resume=True needs an out_dir")
-        if (ck/'last.json').exists():
-            meta = load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched, config=dataclasses.asdict(cfg))
-            history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
-    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        t0, tot, n, n_clean, n_rob = time.time(), 0.0, 0, 0, 0
-        aux_tot = {k: 0.0 for k in (aux_losses or {})}
-        bar = tqdm(mixer.epoch(epoch), total=len(mixer), desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not progress, leave=False)
-        for x, y in bar:
-            if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-            if step == 0:
-                for b in _bn_layers(model): b.momentum = 1.0  # running stats = the first batch's (as in Haiku)
-            with autocast():
-                if cfg.loss == 'standard': x_adv = x
-                else:
-                    x_adv = pgd(model, x, y, cfg.eps, cfg.norm, cfg.attack_steps, cfg.step_size,
-                                loss='kl' if cfg.loss == 'trades' else 'ce', mode='train', generator=g,
-                                init_std=0.001 if (cfg.norm == 'L2' and cfg.loss == 'trades') else None)
-                need_feats = bool(aux_losses)
-                if cfg.loss == 'trades':
-                    out_c = model(x, features=need_feats); out_a = model(x_adv, features=need_feats)
-                    (lc, fc), (la, fa) = (out_c, out_a) if need_feats else ((out_c, None), (out_a, None))
-                    loss = trades_loss(lc, la, y, cfg.beta, cfg.label_smoothing)
-                else:
-                    out_a = model(x_adv, features=need_feats)
-                    la, fa = out_a if need_feats else (out_a, None)
-                    lc, fc = la if cfg.loss == 'standard' else None, fa if cfg.loss == 'standard' else None
-                    loss = pgd_at_loss(la, y, cfg.label_smoothing)
-                for name, fn in (aux_losses or {}).items():
-                    a = fn(dict(x=x, y=y, x_adv=x_adv, logits_clean=lc, logits_adv=la, features_clean=fc, features_adv=fa, model=model))
-                    aux_tot[name] += a.item() * len(x); loss = loss + a
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if step == 0:
-                for b, m in zip(_bn_layers(model), bn_momenta): b.momentum = m
-            decay['d'] = ema_decay(step, warmup, cfg.ema_tau)
-            ema.update_parameters(model)
-            step += 1
-            with torch.no_grad():
-                tot += loss.item() * len(x); n += len(x)
-                n_rob += (la.argmax(1) == y).sum().item()
-                if lc is not None: n_clean += (lc.argmax(1) == y).sum().item()  # PGD-AT has no clean forward pass
-            bar.set_postfix(loss=f'{tot / n:.3f}', clean=f'{n_clean / n:.3f}' if cfg.loss != 'pgd' else '-', robust=f'{n_rob / n:.3f}')
-        sched.step()
-        with torch.no_grad():  # batch-norm statistics of the live model go to the EMA model
-            for be, bm in zip(ema.module.buffers(), model.buffers()): be.copy_(bm)
-        rec = {'epoch': epoch, 'step': step, 'loss': tot / n, 'train_robust': n_rob / n if cfg.loss != 'standard' else None, 'lr': opt.param_groups[0]['lr'],
-               'train_clean': n_clean / n if cfg.loss != 'pgd' else None, 'seconds': time.time() - t0,
-               **{f'aux_{k}': v / n for k, v in aux_tot.items()}}
-        if len(val) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
-            rec['val_clean'], rec['val_robust'] = validate(ema.module, val.x.to(dev), val.y.to(dev), cfg, seed=cfg.seed)
-            key = 'val_clean' if cfg.loss == 'standard' else 'val_robust'  # standard training is selected on clean accuracy
-            if rec[key] > best.get(key, -1.0):
-                best = {'epoch': epoch, 'val_robust': rec['val_robust'], 'val_clean': rec['val_clean']}
-                if ck is not None: save_weights(ck/'best', ema.module, getattr(model, 'config', {}), epoch=epoch, best=best)
-                else: best['state'] = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
-        history.append(rec)
-        if progress:
-            msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.3f} train {'clean' if cfg.loss == 'standard' else 'robust'} {n_rob / n:.3f}"
-            if 'val_robust' in rec: msg += f" | EMA val clean {rec['val_clean']:.3f} robust {rec['val_robust']:.3f}"
-            tqdm.write(msg + f" ({rec['seconds']:.1f} s)")
-        if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-            t, meta = train_state({'model': model, 'ema': ema}, opt, sched)
-            meta.update(epoch=epoch, step=step, history=history, best={k: v for k, v in best.items() if k != 'state'})
-            save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='train-state', **meta)
-    if out is not None: save_json(out/'history.json', history)
-    final = ema.module
-    if best['epoch'] is not None:
-        if ck is not None: load_weights(ck/'best', final)
-        elif 'state' in best: final.load_state_dict(best.pop('state'))
-    final.eval()
-    return final, history
+    lock = FolderLock(out, clean=True).acquire() if out is not None else None  # one run per folder, refused before any work
+    try:
+        history, best, start, step = [], {'epoch': None}, 0, 0
+        meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched, key=run_key))
+        if meta is not None: history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
+        autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            t0, tot, n, n_clean, n_rob = time.time(), 0.0, 0, 0, 0
+            aux_tot = {k: 0.0 for k in (aux_losses or {})}
+            bar = tqdm(mixer.epoch(epoch), total=len(mixer), desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not progress, leave=False)
+            for x, y in bar:
+                if cfg.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+                if step == 0:
+                    for b in _bn_layers(model): b.momentum = 1.0  # running stats = the first batch's (as in Haiku)
+                with autocast():
+                    if cfg.loss == 'standard': x_adv = x
+                    else:
+                        x_adv = pgd(model, x, y, cfg.eps, cfg.norm, cfg.attack_steps, cfg.step_size,
+                                    loss='kl' if cfg.loss == 'trades' else 'ce', mode='train', generator=g,
+                                    init_std=0.001 if (cfg.norm == 'L2' and cfg.loss == 'trades') else None)
+                    need_feats = bool(aux_losses)
+                    if cfg.loss == 'trades':
+                        out_c = model(x, features=need_feats); out_a = model(x_adv, features=need_feats)
+                        (lc, fc), (la, fa) = (out_c, out_a) if need_feats else ((out_c, None), (out_a, None))
+                        loss = trades_loss(lc, la, y, cfg.beta, cfg.label_smoothing)
+                    else:
+                        out_a = model(x_adv, features=need_feats)
+                        la, fa = out_a if need_feats else (out_a, None)
+                        lc, fc = la if cfg.loss == 'standard' else None, fa if cfg.loss == 'standard' else None
+                        loss = pgd_at_loss(la, y, cfg.label_smoothing)
+                    for name, fn in (aux_losses or {}).items():
+                        a = fn(dict(x=x, y=y, x_adv=x_adv, logits_clean=lc, logits_adv=la, features_clean=fc, features_adv=fa, model=model))
+                        aux_tot[name] += a.item() * len(x); loss = loss + a
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if step == 0:
+                    for b, m in zip(_bn_layers(model), bn_momenta): b.momentum = m
+                decay['d'] = ema_decay(step, warmup, cfg.ema_tau)
+                ema.update_parameters(model)
+                step += 1
+                with torch.no_grad():
+                    tot += loss.item() * len(x); n += len(x)
+                    n_rob += (la.argmax(1) == y).sum().item()
+                    if lc is not None: n_clean += (lc.argmax(1) == y).sum().item()  # PGD-AT has no clean forward pass
+                bar.set_postfix(loss=f'{tot / n:.3f}', clean=f'{n_clean / n:.3f}' if cfg.loss != 'pgd' else '-', robust=f'{n_rob / n:.3f}')
+            sched.step()
+            with torch.no_grad():  # batch-norm statistics of the live model go to the EMA model
+                for be, bm in zip(ema.module.buffers(), model.buffers()): be.copy_(bm)
+            rec = {'epoch': epoch, 'step': step, 'loss': tot / n, 'train_robust': n_rob / n if cfg.loss != 'standard' else None, 'lr': opt.param_groups[0]['lr'],
+                   'train_clean': n_clean / n if cfg.loss != 'pgd' else None, 'seconds': time.time() - t0,
+                   **{f'aux_{k}': v / n for k, v in aux_tot.items()}}
+            if len(val) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
+                rec['val_clean'], rec['val_robust'] = validate(ema.module, val.x.to(dev), val.y.to(dev), cfg, seed=cfg.seed)
+                key = 'val_clean' if cfg.loss == 'standard' else 'val_robust'  # standard training is selected on clean accuracy
+                if rec[key] > best.get(key, -1.0):
+                    best = {'epoch': epoch, 'val_robust': rec['val_robust'], 'val_clean': rec['val_clean']}
+                    if ck is not None: save_weights(ck/'best', ema.module, getattr(model, 'config', {}), epoch=epoch, best=best)
+                    else: best['state'] = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
+            history.append(rec)
+            if progress:
+                msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.3f} train {'clean' if cfg.loss == 'standard' else 'robust'} {n_rob / n:.3f}"
+                if 'val_robust' in rec: msg += f" | EMA val clean {rec['val_clean']:.3f} robust {rec['val_robust']:.3f}"
+                tqdm.write(msg + f" ({rec['seconds']:.1f} s)")
+            if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+                t, meta = train_state({'model': model, 'ema': ema}, opt, sched)
+                meta.update(epoch=epoch, step=step, history=history, best={k: v for k, v in best.items() if k != 'state'})
+                save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='train-state', key=run_key, **meta)
+        if out is not None: save_json(out/'history.json', history)
+        final = ema.module
+        if best['epoch'] is not None:
+            if ck is not None: load_weights(ck/'best', final)
+            elif 'state' in best: final.load_state_dict(best.pop('state'))
+        final.eval()
+        return final, history
+    finally:
+        if lock is not None: lock.release()
