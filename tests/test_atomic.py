@@ -69,3 +69,48 @@ def test_killed_shard_write_is_not_recorded(tmp_path):
     # the rerun writes the missing shard and the store is complete
     store.write_shard('shard-001', rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), np.arange(4))
     assert len(load_generated(tmp_path/'s')) == 14
+
+
+# A checkpoint pair killed at every file-system step of its save. The writer counts its calls to the operations that
+# change what is on disk (fsync, link, rename, unlink) and SIGKILLs itself just before the k-th; k runs from 1 until
+# a save completes. After every kill, loading must give the previous checkpoint or the new one, exactly.
+CHECKPOINT_WRITER = """
+import os, signal, sys, torch
+from difrob.core import save_weights
+k, calls = int(sys.argv[1]), [0]
+def counted(fn):
+    def f(*a, **kw):
+        calls[0] += 1
+        if calls[0] == k: os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*a, **kw)
+    return f
+for name in ('fsync', 'link', 'replace', 'rename', 'unlink'): setattr(os, name, counted(getattr(os, name)))
+save_weights(sys.argv[2], {'w': torch.full((1000,), 2.0), 'b': torch.arange(7)}, {'v': 2}, epoch=2)
+print('completed', calls[0])
+"""
+
+
+def test_checkpoint_survives_a_kill_at_every_step(tmp_path):
+    import torch
+    from difrob.core import load_weights, save_weights
+    old = {'w': torch.full((1000,), 1.0), 'b': torch.arange(7)}
+    outcomes = []
+    for k in range(1, 40):
+        d = tmp_path/f'k{k}'
+        save_weights(d/'ck', old, {'v': 1}, epoch=1)
+        r = subprocess.run([sys.executable, '-c', CHECKPOINT_WRITER, str(k), str(d/'ck')], capture_output=True, text=True)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            sd, meta = load_weights(d/'ck')  # never an error: the old pair or the new one
+        got = meta['epoch']
+        assert got in (1, 2) and torch.equal(sd['w'], torch.full((1000,), float(got))) and meta['config'] == {'v': got}, (k, meta)
+        if r.returncode == 0:
+            assert got == 2 and sorted(p.name for p in d.iterdir() if 'tmp' not in p.name) == ['ck.json', 'ck.safetensors']
+            break
+        assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+        outcomes.append(got)
+        save_weights(d/'ck', {'w': torch.full((1000,), 3.0), 'b': torch.arange(7)}, {'v': 3}, epoch=3)  # the next save mends it
+        assert load_weights(d/'ck')[1]['epoch'] == 3 and not list(d.glob('ck.prev.*'))
+    else: pytest.fail('the save never completed')
+    assert len(outcomes) >= 6 and outcomes[0] == 1 and outcomes[-1] == 2, outcomes  # kills before and after the commit point

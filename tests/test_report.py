@@ -70,7 +70,7 @@ def test_report_dir_from_any_folder(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, check=True)
     got = Path(r.stdout.strip())
     try: assert got == ROOT/'reports'/'xyz_probe'
-    finally: got.rmdir()
+    finally: shutil.rmtree(got)  # the folder and the lock file the run held
 
 
 def test_quick_report(tmp_path):
