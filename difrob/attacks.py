@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import atomic_write, json_normal, key_diff, load_json, model_hash, save_json, tensor_hash
+from .core import atomic_write, key_diff, load_json, model_hash, save_json, tensor_hash
 from .data import check_images, check_labels
 
 # %% ../nbs/api/03_attacks.ipynb #0f03b430

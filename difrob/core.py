@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/core.html.md"""
 
 # %% ../nbs/api/00_core.ipynb #a6ff28cd
 from __future__ import annotations
-import contextlib, datetime, fcntl, hashlib, importlib.metadata, json, os, platform, random, shutil, socket, subprocess, sys, tempfile, time, types, typing, uuid, warnings
+import contextlib, datetime, fcntl, hashlib, importlib.metadata, json, os, platform, random, shutil, socket, subprocess, sys, tempfile, types, typing, uuid, warnings
 from pathlib import Path
 
 # %% auto #0

@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/generate.html.md"""
 
 # %% ../nbs/api/05_generate.ipynb #b6961d62
 from __future__ import annotations
-import argparse, hashlib, os, time
+import argparse, os, time
 from pathlib import Path
 
 # %% auto #0
