@@ -134,24 +134,33 @@ def extract_features(D:EDMDenoiser, images:torch.Tensor, # [0, 1] images, N×C×
                      y=None, # class labels, or None for the 'no class' label
                      blocks:list|None=None, # names from `feature_blocks`; default all
                      pool:bool=True, # average over space (N×C) or return the maps (N×C×h×w)
-                     generator:torch.Generator|None=None) -> dict:
-    "Named UNet block activations for `images` noised to `sigma`, in one forward pass."
+                     generator:torch.Generator|None=None,
+                     noise:torch.Tensor|None=None, # a fixed standard-normal draw (C×H×W for every image, or N×C×H×W) instead of `generator`'s
+                     net_batch:int|None=None, # run the network on micro-batches of exactly this size: features independent of the batch
+                    ) -> dict:
+    "Named UNet block activations for `images` noised to `sigma`, in one forward pass (or one per micro-batch)."
     check_images(images, 'images')
     taps = feature_blocks(D)
     blocks = list(taps) if blocks is None else blocks
     if bad := [b for b in blocks if b not in taps]: raise ValueError(f"unknown blocks {bad}; available: {list(taps)}")
-    out, hooks = {}, []
+    x = to_model_space(images)
+    if sigma > 0: x = x + sigma * (randn(x.shape, generator, x.device) if noise is None else noise.to(x.device).expand_as(x))
+    n, size = len(x), net_batch or len(x)
+    pad = (-n) % size
+    if pad: x = torch.cat([x, x[:1].expand(pad, *x.shape[1:])])
+    ys = [None] * (len(x) // size) if y is None else torch.cat([torch.as_tensor(y, device=x.device).reshape(-1).expand(n),
+                                                                 torch.full((pad,), -1, device=x.device, dtype=torch.long)]).split(size)
+    out, hooks = {b: [] for b in blocks}, []
     def hook(name):
-        def f(mod, inp, o): out[name] = o[0] if isinstance(o, tuple) else o
+        def f(mod, inp, o): out[name].append(o[0] if isinstance(o, tuple) else o)
         return f
     try:
         for b in blocks: hooks.append(taps[b].register_forward_hook(hook(b)))
-        x = to_model_space(images)
-        if sigma > 0: x = x + sigma * randn(x.shape, generator, x.device)
-        D(x, max(sigma, 1e-6), y)
+        for xb, yb in zip(x.split(size), ys): D(xb, max(sigma, 1e-6), yb)
     finally:
         for h in hooks: h.remove()
-    return {b: out[b].float().mean((2, 3)) if pool else out[b].float() for b in blocks}
+    out = {b: torch.cat(v)[:n].float() for b, v in out.items()}
+    return {b: v.mean((2, 3)) if pool else v for b, v in out.items()}
 
 # %% ../nbs/api/04_diffusion.ipynb #06eddf19
 def save_denoiser(path:str|Path, D:EDMDenoiser, **extra) -> Path:

@@ -124,7 +124,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
           generated=None, # GeneratedData, mixed in at cfg.gen_fraction
           out_dir:str|Path|None=None, # checkpoints/ and history.json go here
           resume:bool|str=False, # True: continue from out_dir/checkpoints/last (refused if made from other inputs); 'auto': continue if they match, else start over
-          aux_losses:dict|None=None, # name -> callable(ctx) returning a scalar added to the loss
+          aux_losses:dict|None=None, # name -> callable(ctx) returning a scalar added to the loss; an nn.Module's trainable parameters are optimised too
           progress:bool=True):
     "Adversarially train `model`; return (ema_model, history). With `out_dir`, the run holds that folder while it lives."
     dev = get_device(cfg.device)
@@ -141,6 +141,9 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     mixer = BatchMixer(trn, generated if cfg.gen_fraction > 0 else None, cfg.batch_size, cfg.gen_fraction,
                        cfg.n_batches, cfg.seed, aug, dev)
     opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+    aux_modules = {f'aux.{k}': f.to(dev) for k, f in (aux_losses or {}).items() if isinstance(f, nn.Module)}
+    for m in aux_modules.values():  # e.g. a projection head: trained with the classifier, by the same optimiser
+        if ps := [q for q in m.parameters() if q.requires_grad]: opt.add_param_group({'params': ps, 'weight_decay': cfg.weight_decay})
     sched = make_scheduler(opt, cfg.lr, cfg.epochs, cfg.pct_start)
     warmup = round(cfg.pct_start * cfg.epochs * len(mixer))
     decay = {'d': 0.0}
@@ -151,11 +154,12 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     lock = FolderLock(out, clean=True).acquire() if out is not None else None  # one run per folder, refused before any work
     try:
         history, best, start, step = [], {'epoch': None}, 0, 0
-        meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': model, 'ema': ema}, opt, sched, key=run_key))
+        meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': model, 'ema': ema, **aux_modules}, opt, sched, key=run_key))
         if meta is not None: history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
         autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         for epoch in range(start, cfg.epochs):
             model.train()
+            for m in aux_modules.values(): m.train()
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
             t0, tot, n, n_clean, n_rob = time.time(), 0.0, 0, 0, 0
             aux_tot = {k: 0.0 for k in (aux_losses or {})}
@@ -215,7 +219,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
                 if 'val_robust' in rec: msg += f" | EMA val clean {rec['val_clean']:.3f} robust {rec['val_robust']:.3f}"
                 tqdm.write(msg + f" ({rec['seconds']:.1f} s)")
             if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
-                t, meta = train_state({'model': model, 'ema': ema}, opt, sched)
+                t, meta = train_state({'model': model, 'ema': ema, **aux_modules}, opt, sched)
                 meta.update(epoch=epoch, step=step, history=history, best={k: v for k, v in best.items() if k != 'state'})
                 save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='train-state', key=run_key, **meta)
         if out is not None: save_json(out/'history.json', history)
