@@ -14,7 +14,7 @@ __all__ = ['LOCK_FILE', 'seed_everything', 'get_device', 'FolderInUse', 'FolderL
            'report_dir', 'check_params', 'atomic_write', 'to_jsonable', 'json_normal', 'save_json', 'load_json',
            'git_info', 'package_versions', 'provenance', 'save_metrics', 'tensor_hash', 'model_hash', 'callable_key',
            'key_diff', 'InputsChanged', 'check_key', 'save_weights', 'load_weights', 'file_sha256', 'rng_state',
-           'set_rng_state', 'train_state', 'load_train_state', 'clear_checkpoints', 'resume_from']
+           'set_rng_state', 'train_state', 'load_train_state', 'clear_checkpoints', 'resume_from', 'reuse_results']
 
 # %% ../nbs/api/00_core.ipynb #c34652ba
 import numpy as np
@@ -548,3 +548,22 @@ def resume_from(ck:str|Path|None, # the run's checkpoints folder (None: no check
             print(f"{e}: starting over", flush=True)
     clear_checkpoints(ck)
     return None
+
+# %% ../nbs/api/00_core.ipynb #41c2367e
+def reuse_results(src:str|Path, # another experiment's output folder
+                  dst:str|Path, # this experiment's output folder
+                  names:dict, # path under src -> path under dst (files or folders)
+                 ) -> list:
+    "Copy finished results from `src` that `dst` lacks (held under a shared lock on `src`); return the dst paths copied."
+    src, dst, done = Path(src), Path(dst), []
+    if not src.is_dir(): return done
+    with FolderLock(src, shared=True):  # nobody is writing src while it is copied
+        for a, b in names.items():
+            s, d = src/a, dst/b
+            if not s.exists() or d.exists(): continue
+            d.parent.mkdir(parents=True, exist_ok=True)
+            tmp = d.with_name(f'{d.name}.tmp-{os.getpid()}')
+            if s.is_dir(): shutil.copytree(s, tmp, ignore=shutil.ignore_patterns(LOCK_FILE, '*.tmp-*'))
+            else: shutil.copy2(s, tmp)
+            os.replace(tmp, d); done.append(b)
+    return done

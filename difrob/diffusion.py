@@ -129,6 +129,8 @@ def feature_blocks(D:EDMDenoiser) -> dict:
     return {**{f'down.{i}': b for i, b in enumerate(u.down_blocks)}, 'mid': u.mid_block,
             **{f'up.{i}': b for i, b in enumerate(u.up_blocks)}}
 
+class _AllTapped(Exception): "Raised by the last requested block's hook: stops the forward pass early."
+
 def extract_features(D:EDMDenoiser, images:torch.Tensor, # [0, 1] images, N×C×H×W
                      sigma:float, # noise level the images are noised to before the pass (0: clean)
                      y=None, # class labels, or None for the 'no class' label
@@ -150,13 +152,18 @@ def extract_features(D:EDMDenoiser, images:torch.Tensor, # [0, 1] images, N×C×
     if pad: x = torch.cat([x, x[:1].expand(pad, *x.shape[1:])])
     ys = [None] * (len(x) // size) if y is None else torch.cat([torch.as_tensor(y, device=x.device).reshape(-1).expand(n),
                                                                  torch.full((pad,), -1, device=x.device, dtype=torch.long)]).split(size)
-    out, hooks = {b: [] for b in blocks}, []
+    out, hooks, seen = {b: [] for b in blocks}, [], set()
     def hook(name):
-        def f(mod, inp, o): out[name].append(o[0] if isinstance(o, tuple) else o)
+        def f(mod, inp, o):
+            out[name].append(o[0] if isinstance(o, tuple) else o); seen.add(name)
+            if len(seen) == len(blocks): raise _AllTapped  # the rest of the network is not needed
         return f
     try:
         for b in blocks: hooks.append(taps[b].register_forward_hook(hook(b)))
-        for xb, yb in zip(x.split(size), ys): D(xb, max(sigma, 1e-6), yb)
+        for xb, yb in zip(x.split(size), ys):
+            seen.clear()
+            try: D(xb, max(sigma, 1e-6), yb)
+            except _AllTapped: pass
     finally:
         for h in hooks: h.remove()
     out = {b: torch.cat(v)[:n].float() for b, v in out.items()}
