@@ -98,6 +98,7 @@ def test_quick_report(tmp_path):
     assert t['pgd_acc'] >= t['standard_pgd_acc'] + 0.3                        # and under PGD
     assert t['autoattack_acc'] <= t['pgd_acc'] + 0.02                         # AutoAttack is at least as strong as PGD
     assert t['standard_autoattack_acc'] < 0.3                                 # the standard model is broken
+    import numpy as np
     import pandas as pd
     rows = pd.read_csv(out/'train'/'eval_at.csv', keep_default_na=False)
     assert len(rows) == 200 and abs(rows['aa_correct'].mean() - t['autoattack_acc']) < 1e-9
@@ -140,3 +141,40 @@ def test_quick_report(tmp_path):
     assert d['evaluation']['RDC']['attacks']['aa-rand']['eot_iter'] == 2    # the randomised models are attacked with EOT
     assert d['at_classifier_robust_min'] < d['at_classifier_clean'] and d['dc_robust_min'] < d['dc_clean']  # the attacks bite
     assert (out/'rdc'/'accuracy_vs_nfe.png').stat().st_size > 1000 and (out/'rdc'/'robustness.png').stat().st_size > 1000
+
+    # dra: four arms at equal steps over 3 seeds. Whether DRA helps is reported, not asserted (at this scale the gain is
+    # within the seed spread); what must hold: a fair comparison, reuse that changes nothing, and an alignment that was learned.
+    a = json.loads((out/'dra'/'metrics.json').read_text())
+    runs = pd.DataFrame(a['runs'])
+    assert a['seeds'] == 3 and len(runs) == 12 and sorted(runs['arm'].unique()) == ['AT', 'AT + DRA', 'DM-AT', 'DM-AT + DRA']
+    assert runs['steps'].nunique() == 1 and runs.groupby('arm')['seed'].nunique().eq(3).all()
+    assert (runs['AutoAttack'] <= runs['PGD'] + 0.02).all()
+    assert runs.groupby('arm')['AutoAttack'].mean().min() >= 0.5                 # every arm is adversarially trained
+    ga = pd.DataFrame(c['runs'])                                               # the AT and DM-AT arms are generated_at's runs, reused
+    for arm, src in (('AT', 'real'), ('DM-AT', 'real + generated')):
+        mine, theirs = runs[runs.arm == arm].set_index('seed'), ga[ga.arm == src].set_index('seed')
+        assert (mine[['clean', 'PGD', 'AutoAttack']] == theirs[['clean', 'PGD', 'AutoAttack']]).all().all(), arm
+    lam = a['dra']['lam']
+    assert (runs[runs.DRA]['final_align_loss'] < 0.3 * lam).all()              # 1 - cos fell from about 1 to below 0.3
+    m = runs.groupby('arm')['AutoAttack'].mean()
+    assert abs(a['dra_gain_real_autoattack'] - (m['AT + DRA'] - m['AT'])) < 1e-9
+    assert all(e['verdict'] in ('helped', 'hurt', 'within the seed spread') for e in a['effect'])
+    abl = pd.DataFrame(a['ablations'])
+    assert abl.groupby('ablation').size().to_dict() == {'none': 1, 'sigma': 3, 'block': 3, 'lam': 3}
+    cost = {r['configuration']: r['relative'] for r in a['cost']}
+    assert 1.0 < cost['AT + DRA (per batch)'] < 3.0                            # the teacher costs something, not a second training
+    for f in ('comparison.png', 'ablations.png', 'curves.png'): assert (out/'dra'/f).stat().st_size > 1000, f
+
+    # analysis: the measures on the dra models. The paper's findings are reported in words; asserted are facts any sane
+    # implementation shows on these models: robust features move less under attack and have smoother input gradients
+    # than a standard classifier's, diffusion features change with the noise level, and the probes' attacks bite.
+    n = json.loads((out/'analysis'/'metrics.json').read_text())
+    rep = pd.DataFrame(n['representations'])
+    assert len(rep) == 12 and n['n_attack'] == 200
+    assert rep['alignment'].max() < n['standard_classifier']['alignment'] / 2
+    assert rep['high_freq_share'].max() < n['standard_classifier']['high_freq_share']
+    cs = np.array(n['cka_sigma'])
+    assert np.allclose(np.diag(cs), 1) and np.allclose(cs, cs.T) and n['cka_sigma_min'] < 0.9
+    assert n['probe_diffusion_clean'] >= 0.8 and n['probe_standard_pgd'] < n['probe_standard_clean'] - 0.3
+    assert set(n['findings']) == {'diverse and partially robust', 'improves robustness', 'more disentangled'}
+    for f in ('diversity.png', 'probes.png', 'representations.png'): assert (out/'analysis'/f).stat().st_size > 1000, f
