@@ -262,8 +262,8 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
     if loss_fn is None: loss_fn = lambda D, x0, y, generator: edm_loss(D, x0, y, cfg.P_mean, cfg.P_std, cfg.p_uncond, generator=generator)
     if D.num_classes and data.num_classes != D.num_classes:
         raise ValueError(f"the data has {data.num_classes} classes, the denoiser {D.num_classes}")
-    if tuple(data.shape) != (D.channels, D.resolution, D.resolution):
-        raise ValueError(f"images are {tuple(data.shape)}, the denoiser expects {(D.channels, D.resolution, D.resolution)}")
+    want = tuple(D.shape) if hasattr(D, 'shape') else (D.channels, D.resolution, D.resolution)  # a denoiser of non-square data (points) names its shape
+    if tuple(data.shape) != want: raise ValueError(f"images are {tuple(data.shape)}, the denoiser expects {want}")
     dev = get_device(cfg.device)
     seed_everything(cfg.seed)
     D = D.to(dev).train()

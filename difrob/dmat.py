@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['TARGETS', 'VARIANTS', 'WEIGHTS', 'radius', 'eps_pred', 'EquivarianceLoss']
+__all__ = ['TARGETS', 'VARIANTS', 'WEIGHTS', 'PLANE_NORMAL', 'PLANE_BASIS', 'MIXTURE_MEANS', 'MIXTURE_WEIGHTS', 'radius',
+           'eps_pred', 'EquivarianceLoss', 'MLPDenoiser', 'plane_points', 'plane_distance', 'gaussian_mixture',
+           'mode_weights', 'subspace_points', 'subspace_distance', 'corrupt', 'sliced_wasserstein']
 
 # %% ../nbs/api/10_dmat.ipynb #7fa6ff45
 from .diffusion import edm_noise, edm_weight
@@ -97,3 +99,86 @@ class EquivarianceLoss:
         if self.lam == 0: return loss
         omega = self.perturbation(D, noisy, sigma, y, generator, d)
         return loss + self.lam * self.regulariser(D, noisy, sigma, omega, x0, y, d)
+
+# %% ../nbs/api/10_dmat.ipynb #331cdfe2
+class MLPDenoiser(nn.Module):
+    "D(x; σ) for points in model space [-1, 1]^d (shape N×1×1×d or N×d): EDM preconditioning around an MLP with σ features."
+    def __init__(self, dim:int, hidden:int=128, depth:int=3, n_freq:int=8, sigma_data:float=0.5):
+        super().__init__()
+        if dim < 1 or hidden < 1 or depth < 1: raise ValueError(f"dim, hidden and depth must be >= 1, got {dim}, {hidden}, {depth}")
+        self.dim, self.hidden, self.depth, self.n_freq, self.sigma_data, self.num_classes = dim, hidden, depth, n_freq, sigma_data, 0
+        self.register_buffer('freqs', 2.0 ** torch.arange(n_freq) * math.pi / 4)
+        layers, width = [], dim + 2 * n_freq
+        for _ in range(depth): layers += [nn.Linear(width, hidden), nn.SiLU()]; width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+    @property
+    def shape(self) -> tuple: return (1, 1, self.dim)  # one point = a 1×1×d 'image' (ImageData, train_diffusion)
+    @property
+    def config(self) -> dict: return {'mlp': {'dim': self.dim, 'hidden': self.hidden, 'depth': self.depth, 'n_freq': self.n_freq}, 'sigma_data': self.sigma_data}
+    def forward(self, x:torch.Tensor, sigma, y=None) -> torch.Tensor:
+        if y is not None and not (torch.as_tensor(y) < 0).all(): raise ValueError("this denoiser is unconditional: call it with y=None")
+        shape, x = x.shape, x.reshape(len(x), -1).float()
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(len(x))
+        s2 = sigma ** 2 + self.sigma_data ** 2
+        c_skip, c_out, c_in = self.sigma_data ** 2 / s2, sigma * self.sigma_data / s2.sqrt(), 1 / s2.sqrt()
+        a = (sigma.log() / 4)[:, None] * self.freqs
+        F_x = self.net(torch.cat([c_in[:, None] * x, a.sin(), a.cos()], 1))
+        return (c_skip[:, None] * x + c_out[:, None] * F_x).reshape(shape)
+
+# %% ../nbs/api/10_dmat.ipynb #b15e2190
+def _unit(v): return v / v.norm()
+
+def plane_points(n:int, generator=None) -> torch.Tensor:
+    "n points uniform on a square patch of the plane through (0.5, 0.5, 0.5) with normal `PLANE_NORMAL` (inside the unit cube)."
+    u = torch.rand(n, 2, generator=generator) * 2 - 1
+    return 0.5 + 0.3 * (u[:, :1] * PLANE_BASIS[0] + u[:, 1:] * PLANE_BASIS[1])
+
+PLANE_NORMAL = _unit(torch.tensor([1.0, 1.0, 1.0]))
+PLANE_BASIS = torch.stack([_unit(torch.tensor([1.0, -1.0, 0.0])), _unit(torch.tensor([1.0, 1.0, -2.0]))])
+
+def plane_distance(x:torch.Tensor) -> torch.Tensor:
+    "Each point's distance to the plane of `plane_points`."
+    return ((x.reshape(len(x), -1) - 0.5) @ PLANE_NORMAL).abs()
+
+MIXTURE_MEANS = torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+MIXTURE_WEIGHTS = torch.tensor([0.5, 0.3, 0.2])
+
+def gaussian_mixture(n:int, std:float=0.04, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "n points of a 3-mode Gaussian mixture in the unit square (`MIXTURE_MEANS`, `MIXTURE_WEIGHTS`); returns (points, modes)."
+    k = torch.multinomial(MIXTURE_WEIGHTS, n, replacement=True, generator=generator)
+    return (MIXTURE_MEANS[k] + std * torch.randn(n, 2, generator=generator)).clamp(0, 1), k
+
+def mode_weights(x:torch.Tensor, radius:float=0.12) -> torch.Tensor:
+    "Share of points within `radius` of each mixture mean (nearest mean), then the share of points near no mode (last entry)."
+    x = x.reshape(len(x), -1)
+    d = torch.cdist(x, MIXTURE_MEANS.to(x))
+    near, k = d.min(1)
+    counts = torch.bincount(k[near <= radius], minlength=len(MIXTURE_MEANS)).float()
+    return torch.cat([counts, (near > radius).sum().float()[None]]) / len(x)
+
+def subspace_points(n:int, dim:int=16, k:int=2, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "n points uniform on a k-dimensional patch of a random linear subspace of R^dim through the cube's centre; returns (points, orthonormal basis k×dim)."
+    basis = torch.linalg.qr(torch.randn(dim, k, generator=generator))[0].T
+    c = (torch.rand(n, k, generator=generator) * 2 - 1) * 0.25
+    return 0.5 + c @ basis, basis
+
+def subspace_distance(x:torch.Tensor, basis:torch.Tensor) -> torch.Tensor:
+    "Each point's distance to the affine subspace 0.5 + span(basis)."
+    r = x.reshape(len(x), -1) - 0.5
+    return (r - (r @ basis.T) @ basis).norm(dim=1)
+
+def corrupt(x:torch.Tensor, noise:float=0.0, outliers:float=0.0, generator=None) -> torch.Tensor:
+    "Training data with inlier Gaussian noise of std `noise` on every point and a fraction `outliers` replaced by uniform points (clamped to [0, 1])."
+    if noise < 0 or not 0 <= outliers <= 1: raise ValueError(f"need noise >= 0 and outliers in [0, 1], got {noise}, {outliers}")
+    x = x + noise * torch.randn(x.shape, generator=generator)
+    m = torch.rand(len(x), generator=generator) < outliers
+    x[m] = torch.rand(int(m.sum()), *x.shape[1:], generator=generator)
+    return x.clamp(0, 1)
+
+def sliced_wasserstein(a:torch.Tensor, b:torch.Tensor, n_proj:int=128, seed:int=0) -> float:
+    "Sliced 1-Wasserstein distance between two equal-size point sets (mean over random directions of the 1-D W1)."
+    a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
+    if a.shape != b.shape: raise ValueError(f"sliced_wasserstein needs equal-size sets of the same dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
+    th = torch.randn(a.shape[1], n_proj, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    th = th / th.norm(dim=0)
+    return float(((a @ th).sort(0).values - (b @ th).sort(0).values).abs().mean())
