@@ -6,14 +6,14 @@ Docs: https://difrob.github.io/difrob/api/dmat.html.md"""
 
 # %% ../nbs/api/10_dmat.ipynb #5badf76c
 from __future__ import annotations
-import math
+import hashlib, math
 import torch
 import torch.nn as nn
 
 # %% auto #0
 __all__ = ['TARGETS', 'VARIANTS', 'WEIGHTS', 'PLANE_NORMAL', 'PLANE_BASIS', 'MIXTURE_MEANS', 'MIXTURE_WEIGHTS', 'radius',
-           'eps_pred', 'EquivarianceLoss', 'MLPDenoiser', 'plane_points', 'plane_distance', 'gaussian_mixture',
-           'mode_weights', 'subspace_points', 'subspace_distance', 'corrupt', 'sliced_wasserstein']
+           'eps_pred', 'side_generator', 'EquivarianceLoss', 'MLPDenoiser', 'plane_points', 'plane_distance',
+           'gaussian_mixture', 'mode_weights', 'subspace_points', 'subspace_distance', 'corrupt', 'sliced_wasserstein']
 
 # %% ../nbs/api/10_dmat.ipynb #7fa6ff45
 from .diffusion import edm_noise, edm_weight
@@ -36,6 +36,12 @@ def eps_pred(D:nn.Module, x:torch.Tensor, sigma:torch.Tensor, y=None) -> torch.T
 
 # %% ../nbs/api/10_dmat.ipynb #6226e5ff
 def _rows(v, x): return v.reshape(-1, *[1] * (x.dim() - 1))
+
+def side_generator(generator:torch.Generator|None) -> torch.Generator|None:
+    "A CPU generator seeded from `generator`'s state without drawing from it (None: None, the global RNG)."
+    if generator is None: return None
+    h = hashlib.sha256(generator.get_state().numpy().tobytes()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(h[:8], 'little') >> 1)
 
 class EquivarianceLoss:
     "A `loss_fn` for `train_diffusion`: the EDM loss + λ · w(σ) · mean‖D(x + σω; σ) − target‖² (Briglia et al., in EDM terms)."
@@ -89,7 +95,7 @@ class EquivarianceLoss:
         return w * (d_pert - tgt).pow(2).flatten(1).mean(1)
 
     def __call__(self, D, x0:torch.Tensor, y=None, generator=None) -> torch.Tensor:
-        "Per-image loss (N,), drawing σ, the noise and the label dropout exactly as `edm_loss` does."
+        "Per-image loss (N,). σ, the noise and the label dropout are drawn exactly as `edm_loss` draws them; ω comes from a `side_generator`."
         sigma, noisy = edm_noise(x0, self.P_mean, self.P_std, generator)
         if y is not None and self.p_uncond > 0:
             drop = torch.rand(len(x0), generator=generator).to(x0.device) < self.p_uncond
@@ -97,32 +103,46 @@ class EquivarianceLoss:
         d = D(noisy, sigma, y)
         loss = edm_weight(sigma, D.sigma_data).float() * (d - x0.float()).pow(2).mean(tuple(range(1, x0.dim())))  # edm_loss, term by term
         if self.lam == 0: return loss
-        omega = self.perturbation(D, noisy, sigma, y, generator, d)
+        omega = self.perturbation(D, noisy, sigma, y, side_generator(generator), d)
         return loss + self.lam * self.regulariser(D, noisy, sigma, omega, x0, y, d)
 
 # %% ../nbs/api/10_dmat.ipynb #331cdfe2
 class MLPDenoiser(nn.Module):
-    "D(x; σ) for points in model space [-1, 1]^d (shape N×1×1×d or N×d): EDM preconditioning around an MLP with σ features."
-    def __init__(self, dim:int, hidden:int=128, depth:int=3, n_freq:int=8, sigma_data:float=0.5):
+    "D(x; σ, y) for data of any shape (points as 1×1×d, small images as C×H×W): EDM preconditioning around an MLP with σ (and class) features."
+    def __init__(self, shape:int|tuple, # d (points, stored as 1×1×d) or an image shape C×H×W
+                 hidden:int=128, depth:int=3, # width and number of hidden layers
+                 n_freq:int=8, # Fourier features of c_noise = ln σ / 4
+                 num_classes:int=0, # > 0: class-conditional; y = -1 means 'no class' (classifier-free guidance)
+                 emb:int=32, # width of the class embedding
+                 sigma_data:float=0.5):
         super().__init__()
-        if dim < 1 or hidden < 1 or depth < 1: raise ValueError(f"dim, hidden and depth must be >= 1, got {dim}, {hidden}, {depth}")
-        self.dim, self.hidden, self.depth, self.n_freq, self.sigma_data, self.num_classes = dim, hidden, depth, n_freq, sigma_data, 0
+        self.shape = (1, 1, int(shape)) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        if min(self.shape) < 1 or len(self.shape) != 3 or hidden < 1 or depth < 1 or num_classes < 0:
+            raise ValueError(f"need a shape d or C×H×W of positive sizes, hidden and depth >= 1 and num_classes >= 0, got {shape}, {hidden}, {depth}, {num_classes}")
+        self.dim = math.prod(self.shape)
+        self.hidden, self.depth, self.n_freq, self.num_classes, self.emb, self.sigma_data = hidden, depth, n_freq, num_classes, emb, sigma_data
         self.register_buffer('freqs', 2.0 ** torch.arange(n_freq) * math.pi / 4)
-        layers, width = [], dim + 2 * n_freq
+        self.label = nn.Embedding(num_classes + 1, emb) if num_classes else None  # row num_classes: 'no class'
+        layers, width = [], self.dim + 2 * n_freq + (emb if num_classes else 0)
         for _ in range(depth): layers += [nn.Linear(width, hidden), nn.SiLU()]; width = hidden
-        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+        self.net = nn.Sequential(*layers, nn.Linear(width, self.dim))
     @property
-    def shape(self) -> tuple: return (1, 1, self.dim)  # one point = a 1×1×d 'image' (ImageData, train_diffusion)
-    @property
-    def config(self) -> dict: return {'mlp': {'dim': self.dim, 'hidden': self.hidden, 'depth': self.depth, 'n_freq': self.n_freq}, 'sigma_data': self.sigma_data}
+    def config(self) -> dict:
+        return {'mlp': {'shape': list(self.shape), 'hidden': self.hidden, 'depth': self.depth, 'n_freq': self.n_freq, 'emb': self.emb},
+                'num_classes': self.num_classes, 'sigma_data': self.sigma_data}
     def forward(self, x:torch.Tensor, sigma, y=None) -> torch.Tensor:
-        if y is not None and not (torch.as_tensor(y) < 0).all(): raise ValueError("this denoiser is unconditional: call it with y=None")
         shape, x = x.shape, x.reshape(len(x), -1).float()
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1).expand(len(x))
         s2 = sigma ** 2 + self.sigma_data ** 2
         c_skip, c_out, c_in = self.sigma_data ** 2 / s2, sigma * self.sigma_data / s2.sqrt(), 1 / s2.sqrt()
         a = (sigma.log() / 4)[:, None] * self.freqs
-        F_x = self.net(torch.cat([c_in[:, None] * x, a.sin(), a.cos()], 1))
+        h = [c_in[:, None] * x, a.sin(), a.cos()]
+        if self.num_classes:
+            y = torch.full((len(x),), -1, device=x.device) if y is None else torch.as_tensor(y, device=x.device).long().reshape(-1).expand(len(x))
+            if (y >= self.num_classes).any(): raise ValueError(f"labels must be < {self.num_classes} (or -1 for no class)")
+            h.append(self.label(torch.where(y < 0, self.num_classes, y)))
+        elif y is not None and not (torch.as_tensor(y) < 0).all(): raise ValueError("this denoiser is unconditional: call it with y=None")
+        F_x = self.net(torch.cat(h, 1))
         return (c_skip[:, None] * x + c_out[:, None] * F_x).reshape(shape)
 
 # %% ../nbs/api/10_dmat.ipynb #b15e2190
