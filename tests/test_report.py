@@ -185,7 +185,7 @@ def test_quick_report(tmp_path):
     # equivariance at λ = 3.
     q = json.loads((out/'dmat'/'metrics.json').read_text())
     toy = pd.DataFrame(q['toy'])
-    assert len(toy) == 9 * 7 and toy.groupby(['distribution', 'training data']).size().eq(7).all()
+    assert len(toy) == 9 * 8 and toy.groupby(['distribution', 'training data']).size().eq(8).all()
     edm = toy[toy.arm == 'EDM'].set_index(['distribution', 'training data'])
     assert edm.loc[('plane', 'clean'), 'off_support'] < 0.02 and edm.loc[('subspace', 'clean'), 'off_support'] < 0.02
     assert edm.loc[('mixture', 'clean'), 'mode_weight_error'] < 0.2                 # the three modes in about their weights
