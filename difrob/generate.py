@@ -25,10 +25,15 @@ from .diffusion import (ClassifierFreeGuidance, EDMDenoiser, FixedBatch, SAMPLER
 
 # %% ../nbs/api/05_generate.ipynb #8d8cee71
 def shard_plan(classes, # the classes to generate
-               n_per_class:int, shard_size:int, seed:int=0) -> list[dict]:
-    "Every shard: name, class and its seed range [start, stop)."
+               n_per_class:int, shard_size:int, seed:int=0,
+               mixed:bool=False, # one shard per seed range holding every class (batch-coupled guidance) instead of one class per shard
+              ) -> list[dict]:
+    "Every shard: name, class (or, mixed, the classes) and its seed range [start, stop)."
     if n_per_class < 1: raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     if shard_size < 1: raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if mixed:
+        return [{'name': f'mix-s{seed + s:010d}', 'label': [int(c) for c in classes], 'start': seed + s, 'stop': seed + min(s + shard_size, n_per_class)}
+                for s in range(0, n_per_class, shard_size)]
     return [{'name': f'c{c:04d}-s{seed + s:010d}', 'label': int(c), 'start': seed + s, 'stop': seed + min(s + shard_size, n_per_class)}
             for c in classes for s in range(0, n_per_class, shard_size)]
 
@@ -37,18 +42,26 @@ def to_uint8_edm(x:torch.Tensor) -> np.ndarray:
     return (x * 127.5 + 128).clip(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 def generate_images(D, # the denoiser (wrap it in FixedBatch for batch-size invariance)
-                    label:int, seeds, # one class; the seeds of its images
+                    label, seeds, # one class, or one class per seed; the seeds of the images
                     shape:tuple, # C, H, W
                     batch_size:int=256, bf16:bool=False, cfg_scale:float=1.0, device='cpu',
+                    guidance=None, # a batch-coupled guidance hook (e.g. `guidance.ContrastiveGuidance`): all seeds form one batch
+                    guidance_seed:int=0, # passed to `guidance.reset` before the batch
                     **sampler_kw) -> tuple[np.ndarray, dict]:
-    "Generate one image per seed of class `label`; return (uint8 N×H×W×C, info with nfe and seconds)."
+    "Generate one image per seed (of class `label`, or `label[i]`); return (uint8 N×H×W×C, info with nfe and seconds)."
     seeds = list(seeds)
+    labels = [int(label)] * len(seeds) if np.ndim(label) == 0 else [int(c) for c in label]
+    if len(labels) != len(seeds): raise ValueError(f"{len(labels)} labels for {len(seeds)} seeds")
     out, nfe, t0 = [], None, time.time()
-    guide = ClassifierFreeGuidance(D, cfg_scale) if cfg_scale != 1 else None
+    if guidance is not None:
+        if cfg_scale != 1: raise ValueError("classifier-free guidance (cfg_scale != 1) together with a guidance hook is not supported")
+        guide, batch_size = guidance, max(len(seeds), 1)  # the batch is the loss's set of trajectories: never split it
+        guide.reset(guidance_seed)
+    else: guide = ClassifierFreeGuidance(D, cfg_scale) if cfg_scale != 1 else None
     for s in range(0, len(seeds), batch_size):
         gens = [torch.Generator().manual_seed(int(k)) for k in seeds[s:s + batch_size]]
         z = randn((len(gens), *shape), gens, device)
-        y = torch.full((len(z),), label, dtype=torch.long, device=device)
+        y = torch.tensor(labels[s:s + batch_size], dtype=torch.long, device=device)
         with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             x, info = sample(D, z, y, guidance=guide, generator=gens, **sampler_kw)
         out.append(to_uint8_edm(x)); nfe = info['nfe']
@@ -69,6 +82,7 @@ def generate(D:EDMDenoiser, out:str|Path, # the denoiser; the store folder
              net_batch:int=64, # the network's fixed micro-batch (part of what defines the images)
              bf16:bool=False, device='auto', rank:int|None=None, world:int|None=None,
              replace:bool=False, # if `out` holds images of another model or other settings: delete them and start over (else an error)
+             guidance=None, # a batch-coupled guidance hook with `params` and `reset` (e.g. `guidance.ContrastiveGuidance`)
              progress:bool=True) -> ShardStore:
     "Generate `n_per_class` images per class into a resumable `ShardStore`; this rank's share of the shards."
     if not isinstance(D, EDMDenoiser): raise TypeError(f"D must be an EDMDenoiser, got {type(D).__name__}")
@@ -87,17 +101,25 @@ def generate(D:EDMDenoiser, out:str|Path, # the denoiser; the store folder
     meta = {'model_sha256': model_hash(D), 'model': D.config, **sampler_kw, 'cfg_scale': cfg_scale, 'seed': seed,
             'n_per_class': n_per_class, 'classes': classes, 'shard_size': shard_size, 'net_batch': net_batch, 'bf16': bf16,
             'image_shape': [D.resolution, D.resolution, D.channels], 'pixels': 'uint8 = floor(clip(127.5 x + 128, 0, 255))'}
+    if guidance is not None:
+        if cfg_scale != 1: raise ValueError("classifier-free guidance (cfg_scale != 1) together with a guidance hook is not supported")
+        meta['guidance'] = guidance.params
+        meta['guided_batch'] = 'one per shard: the seeds [start, stop) of every class, class by class'
     store = ShardStore(out, meta, replace=replace)  # refuses (or with replace, clears) a store made with another model or other settings
-    mine = shard_plan(classes, n_per_class, shard_size, seed)[rank::world]
+    mine = shard_plan(classes, n_per_class, shard_size, seed, mixed=guidance is not None)[rank::world]
     missing = set(store.missing([p['name'] for p in mine]))  # finished shards are checked against their SHA-256; a bad one is redone
     todo = [p for p in mine if p['name'] in missing]
     if not todo: return store  # nothing to write: no lock taken (a finished store may sit on read-only media)
     net = FixedBatch(D, net_batch)
     with FolderLock(store.path, shared=True, clean=True):  # the ranks of one run share the store; the first alone cleans up
-        bar = tqdm(total=sum(p['stop'] - p['start'] for p in todo), desc=f'generate (rank {rank}/{world})', unit='img', disable=not progress)
+        per = lambda p: (p['stop'] - p['start']) * (len(p['label']) if guidance is not None else 1)
+        bar = tqdm(total=sum(map(per, todo)), desc=f'generate (rank {rank}/{world})', unit='img', disable=not progress)
         for p in todo:
-            imgs, info = generate_images(net, p['label'], range(p['start'], p['stop']), (D.channels, D.resolution, D.resolution), batch_size, bf16, cfg_scale, dev, **sampler_kw)
-            store.write_shard(p['name'], imgs, np.full(len(imgs), p['label'], dtype=np.int64), label=p['label'],
+            if guidance is None: labels, seeds = p['label'], range(p['start'], p['stop'])
+            else: labels, seeds = zip(*[(c, k) for c in p['label'] for k in range(p['start'], p['stop'])])
+            imgs, info = generate_images(net, labels, seeds, (D.channels, D.resolution, D.resolution), batch_size, bf16, cfg_scale, dev,
+                                         guidance=guidance, guidance_seed=p['start'], **sampler_kw)
+            store.write_shard(p['name'], imgs, np.broadcast_to(np.asarray(labels, dtype=np.int64), (len(imgs),)).copy(), label=p['label'],
                               seed_start=p['start'], seed_stop=p['stop'], nfe=info['nfe'], seconds=round(info['seconds'], 3),
                               images_per_second=round(len(imgs) / info['seconds'], 2), device=str(dev))
             bar.update(len(imgs)); bar.set_postfix(img_s=f"{len(imgs) / info['seconds']:.1f}")

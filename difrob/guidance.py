@@ -7,11 +7,16 @@ Docs: https://difrob.github.io/difrob/api/guidance.html.md"""
 # %% ../nbs/api/11_guidance.ipynb #b19f2057
 from __future__ import annotations
 import math
+import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+from .analysis import classifier_extractor
+from .core import load_weights, model_hash
+from .models import Classifier, create_model
 
 # %% auto #0
-__all__ = ['nt_xent', 'info_nce']
+__all__ = ['LOSSES', 'nt_xent', 'info_nce', 'feature_network', 'ContrastiveGuidance', 'distinguishability']
 
 # %% ../nbs/api/11_guidance.ipynb #0866ba23
 def _check_pairs(u, v):
@@ -49,3 +54,137 @@ def info_nce(u:torch.Tensor, v:torch.Tensor, tau:float=0.1) -> torch.Tensor:
     _check_pairs(u, v)
     logits = F.normalize(u, dim=1) @ F.normalize(v, dim=1).T / tau
     return F.cross_entropy(logits, torch.arange(len(u), device=u.device))
+
+# %% ../nbs/api/11_guidance.ipynb #69c3b8d2
+def feature_network(model:Classifier|str|Path, # a difrob classifier, or its checkpoint (as written by `models.save_model`)
+                    tap:str='penultimate', # which features (`Classifier.feature_names`)
+                    device='cpu') -> nn.Module:
+    "The frozen features f of a classifier; a checkpoint must hold every backbone weight (the final `fc` may be absent)."
+    if not isinstance(model, nn.Module):
+        sd, meta = load_weights(model, device='cpu')
+        cfg = dict(meta.get('config') or {})
+        if 'arch' not in cfg: raise ValueError(f"{model}: no classifier config (arch) in the checkpoint's metadata")
+        net = create_model(cfg.pop('arch'), **cfg)
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith('fc.')]
+        if missing or unexpected:
+            raise ValueError(f"{model}: the checkpoint does not fit the feature network: "
+                             f"{len(missing)} backbone weights missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+                             f"{len(unexpected)} unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        model = net
+    return classifier_extractor(model.to(device), tap).eval()
+
+# %% ../nbs/api/11_guidance.ipynb #8d06d0a3
+LOSSES = ('hard', 'infonce')
+
+class ContrastiveGuidance:
+    "Contrastive-DP guidance hook for `diffusion.sample`: D′ = D − λσ∇_{x_t} L_con over the batch of trajectories."
+    def __init__(self, features:nn.Module, # f: frozen features of [0, 1] images (e.g. `feature_network`)
+                 lam:float=1e5, # λ (the released code: 1e5 on CIFAR-10 and MNIST)
+                 tau:float=10.0, beta:float=1.0, tau_plus:float=0.1, # `nt_xent`'s τ, β, τ⁺ (the released code's)
+                 loss:str='hard', # 'hard' (`nt_xent`) or 'infonce' (`info_nce`, temperature `tau`)
+                 head:bool=True, # train the embedding head g online (else the loss sees f directly)
+                 head_dim:int=128, head_lr:float=1e-2,
+                 sigma_lo:float=2.0, sigma_hi:float=float('inf'), # guide only for σ in [sigma_lo, sigma_hi]
+                 seed:int=0, # seeds g's initial weights
+                ):
+        if not tau > 0: raise ValueError(f"tau must be > 0, got {tau!r}")
+        if not lam >= 0: raise ValueError(f"lam must be >= 0, got {lam!r}")
+        if loss not in LOSSES: raise ValueError(f"unknown loss {loss!r}; one of {LOSSES}")
+        if not 0 <= sigma_lo <= sigma_hi: raise ValueError(f"need 0 <= sigma_lo <= sigma_hi, got {sigma_lo}, {sigma_hi}")
+        if head_dim < 1 or not head_lr > 0: raise ValueError(f"need head_dim >= 1 and head_lr > 0, got {head_dim}, {head_lr}")
+        nt_xent(torch.zeros(2, 1), torch.ones(2, 1), tau, beta, tau_plus)  # validates β and τ⁺
+        self.features = features.eval().requires_grad_(False)
+        self.lam, self.tau, self.beta, self.tau_plus, self.loss = float(lam), float(tau), float(beta), float(tau_plus), loss
+        self.use_head, self.head_dim, self.head_lr = head, int(head_dim), float(head_lr)
+        self.sigma_lo, self.sigma_hi, self.seed = float(sigma_lo), float(sigma_hi), int(seed)
+        self.nfe = 0
+        self.reset()
+
+    @property
+    def params(self) -> dict:
+        "Everything that defines the guided images (for a store's manifest)."
+        return {'method': 'contrastive-dp', 'lam': self.lam, 'tau': self.tau, 'beta': self.beta, 'tau_plus': self.tau_plus,
+                'loss': self.loss, 'head': self.use_head, 'head_dim': self.head_dim, 'head_lr': self.head_lr,
+                'sigma_lo': self.sigma_lo, 'sigma_hi': self.sigma_hi, 'seed': self.seed, 'features_sha256': model_hash(self.features)}
+
+    def reset(self, batch:int|None=None):
+        "Start a new batch: forget the trajectories and g; g is re-created from the guidance seed and `batch` (e.g. its first image seed)."
+        self._seed = self.seed if batch is None else (self.seed << 32) + int(batch)
+        self.head, self.opt = None, None
+        self.step, self.state, self.prev = None, None, None  # (σ, x) at the current step's first call and at the previous step's
+        self.prev_feat, self.losses = None, []
+
+    def _make_head(self, d, device):
+        g = torch.Generator().manual_seed(self._seed)
+        lin = lambda i, o: nn.Linear(i, o).requires_grad_(False)
+        self.head = nn.Sequential(lin(d, self.head_dim), nn.ReLU(), lin(self.head_dim, self.head_dim))
+        for m in self.head:
+            if isinstance(m, nn.Linear):  # PyTorch's default initialisation, drawn from the seeded generator
+                b = 1 / math.sqrt(m.in_features)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 2 * b - b); m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 2 * b - b)
+        self.head = self.head.to(device).requires_grad_(True)
+        self.opt = torch.optim.Adam(self.head.parameters(), lr=self.head_lr)
+
+    def _embed(self, h):
+        return F.normalize(self.head(h), dim=1) if self.use_head else h
+
+    def _f(self, x, sigma):
+        self.nfe += 1
+        return self.features((x.float() / math.sqrt(1 + sigma**2) + 1) / 2)
+
+    def __call__(self, x, sigma:float, step:int, denoised):
+        if self.step is not None and step < self.step: self.step = self.state = None  # a new `sample` call: new trajectories (g is kept)
+        if step != self.step:  # the first call of a step: the trajectory state at that step
+            self.prev, self.state, self.step, self.prev_feat = self.state, (sigma, x.detach()), step, None
+        if self.prev is None or not self.sigma_lo <= sigma <= self.sigma_hi: return torch.zeros_like(denoised)
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
+            if self.prev_feat is None:
+                with torch.no_grad(): self.prev_feat = self._f(*reversed(self.prev)).float()
+            xt = (x.detach().float() / math.sqrt(1 + sigma**2)).requires_grad_(True)
+            self.nfe += 1
+            h = self.features((xt + 1) / 2).float()
+            if self.use_head and self.head is None: self._make_head(h.shape[1], h.device)
+            u, v = self._embed(h), self._embed(self.prev_feat)
+            L = nt_xent(u, v, self.tau, self.beta, self.tau_plus) if self.loss == 'hard' else info_nce(u, v, self.tau)
+            params = list(self.head.parameters()) if self.use_head else []
+            grads = torch.autograd.grad(L, [xt, *params])
+            if params:  # g learns online on the same loss, after the guidance gradient is taken (as in the released code)
+                for p, gp in zip(params, grads[1:]): p.grad = gp
+                self.opt.step(); self.opt.zero_grad(set_to_none=True)
+        self.losses.append(L.item())
+        return (-self.lam * sigma * grads[0]).to(denoised.dtype).reshape(denoised.shape)
+
+# %% ../nbs/api/11_guidance.ipynb #b5ed6a07
+def distinguishability(z, y, # N×D features of a labelled set; its labels
+                       test_frac:float=0.3, # held-out share for the probe
+                       C:float=1.0, max_iter:int=1000, seed:int=0) -> dict:
+    "Class separation of a labelled set: linear-probe accuracy and margin (held out), Fisher ratio, nearest-other-class distance."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    z = np.asarray(torch.as_tensor(z).detach().float().flatten(1).cpu(), dtype=np.float64); y = np.asarray(y)
+    if len(z) != len(y): raise ValueError(f"{len(z)} feature rows for {len(y)} labels")
+    classes = np.unique(y)
+    if len(classes) < 2: raise ValueError(f"need at least two classes, got {classes.tolist()}")
+    if np.bincount(np.searchsorted(classes, y)).min() < 2: raise ValueError("every class needs at least two points")
+    if not 0 < test_frac < 1: raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
+    z = (z - z.mean(0)) / (z.std(0) + 1e-8)
+    ztr, zte, ytr, yte = train_test_split(z, y, test_size=test_frac, stratify=y, random_state=seed)
+    clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr, ytr)
+    W, b = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2: W, b = np.stack([-W[0], W[0]]) / 2, np.array([-b[0], b[0]]) / 2  # the binary probe as two class scores
+    yi = np.searchsorted(clf.classes_, yte)
+    s = zte @ W.T + b
+    dW = W[yi][:, None, :] - W[None, :, :]  # n × K × D
+    dist = (s[np.arange(len(s)), yi][:, None] - s) / (np.linalg.norm(dW, axis=2) + 1e-12)
+    dist[np.arange(len(s)), yi] = np.inf
+    mu = z.mean(0); sb = sw = 0.0
+    for c in classes:
+        zc = z[y == c]; mc = zc.mean(0)
+        sb += len(zc) * ((mc - mu) ** 2).sum(); sw += ((zc - mc) ** 2).sum()
+    d = torch.cdist(torch.as_tensor(z), torch.as_tensor(z)).numpy()
+    np.fill_diagonal(d, np.inf)
+    same = y[:, None] == y[None, :]
+    other, own = np.where(same, np.inf, d).min(1), np.where(same, d, np.inf).min(1)
+    return {'probe_acc': float(clf.score(zte, yte)), 'probe_margin': float(dist.min(1).mean()), 'fisher_ratio': float(sb / sw),
+            'nn_other_class': float(other.mean()), 'nn_other_over_own': float(other.mean() / own.mean())}
