@@ -169,7 +169,8 @@ def distinguishability(z, y, # N×D features of a labelled set; its labels
     if np.bincount(np.searchsorted(classes, y)).min() < 2: raise ValueError("every class needs at least two points")
     if not 0 < test_frac < 1: raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
     z = (z - z.mean(0)) / (z.std(0) + 1e-8)
-    ztr, zte, ytr, yte = train_test_split(z, y, test_size=test_frac, stratify=y, random_state=seed)
+    n_test = max(int(round(test_frac * len(y))), len(classes))  # at least one held-out point per class
+    ztr, zte, ytr, yte = train_test_split(z, y, test_size=n_test, stratify=y, random_state=seed)
     clf = LogisticRegression(C=C, max_iter=max_iter).fit(ztr, ytr)
     W, b = clf.coef_, clf.intercept_
     if len(clf.classes_) == 2: W, b = np.stack([-W[0], W[0]]) / 2, np.array([-b[0], b[0]]) / 2  # the binary probe as two class scores
