@@ -181,15 +181,18 @@ def autoattack(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float,
     return robust.cpu(), broken_by, settings
 
 # %% ../nbs/api/03_attacks.ipynb #12ac5650
-def _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed):
-    return dict(eps=eps, norm=norm, n_eval=n_eval, chunk=chunk, pgd_steps=pgd_steps, pgd_loss=pgd_loss,
-                pgd_restarts=pgd_restarts, aa_version=aa_version, aa_attacks=aa_attacks, seed=seed)
+def _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides=None):
+    s = dict(eps=eps, norm=norm, n_eval=n_eval, chunk=chunk, pgd_steps=pgd_steps, pgd_loss=pgd_loss,
+             pgd_restarts=pgd_restarts, aa_version=aa_version, aa_attacks=aa_attacks, seed=seed)
+    return s | ({'aa_overrides': dict(aa_overrides)} if aa_overrides else {})
 
 def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
              eps:float, norm:str='Linf', n_eval:int|None=None, # the first n_eval examples (default all)
              pgd_steps:int=20, pgd_loss:str='ce', pgd_restarts:int=1,
              aa_version:str|None='standard', # None skips AutoAttack
-             aa_attacks:list|None=None, seed:int=0, chunk:int=100, batch_size:int=500,
+             aa_attacks:list|None=None,
+             aa_overrides:dict|None=None, # APGD settings changed after the version's (see `autoattack`), e.g. {'n_restarts': 1}
+             seed:int=0, chunk:int=100, batch_size:int=500,
              out:str|Path|None=None, # CSV of per-example results (resumes from it); None keeps nothing on disk
              shard:tuple=(0, 1), # (rank, world): this process takes chunks rank, rank+world, ...
              device=None, progress:bool=True) -> pd.DataFrame:
@@ -199,7 +202,7 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
     if not 0 < n_eval <= len(x): raise ValueError(f"n_eval must lie in [1, {len(x)}], got {n_eval}")
     check_labels(y[:n_eval], n_eval, getattr(model, 'num_classes', None), 'y')
     rank, world = shard
-    settings = _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed)
+    settings = _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides)
     device = device or next(model.parameters()).device
     rows = pd.DataFrame()
     if out is not None:  # the cache is keyed on the settings, the model's weights and the examples: any change recomputes
@@ -225,7 +228,7 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
                 pgd_ok &= model(xa).argmax(1) == yc
         new = pd.DataFrame({'index': list(c), 'label': yc.tolist(), 'clean_correct': clean.tolist(), 'pgd_correct': pgd_ok.tolist()})
         if aa_version is not None:
-            rob, by, aa_info = autoattack(model, xc, yc, eps, norm, aa_version, aa_attacks, seed, batch_size, device)
+            rob, by, aa_info = autoattack(model, xc, yc, eps, norm, aa_version, aa_attacks, seed, batch_size, device, aa_overrides)
             new['aa_correct'], new['broken_by'] = rob.tolist(), [b or '' for b in by]
         rows = pd.concat([rows, new], ignore_index=True).sort_values('index').reset_index(drop=True)
         if out is not None:

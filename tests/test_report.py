@@ -92,7 +92,7 @@ def test_quick_report(tmp_path):
         assert (out/'data'/f).stat().st_size > 1000, f
     # train: adversarial training buys robustness that standard training does not have (digits, Linf eps 0.1)
     t = json.loads((out/'train'/'metrics.json').read_text())
-    assert (t['norm'], t['eps'], t['autoattack_version'], t['n_eval']) == ('Linf', 0.1, 'standard', 200)
+    assert (t['norm'], t['eps'], t['autoattack_version'], t['n_eval']) == ('Linf', 0.1, 'custom', 200)  # standard's APGD-CE + APGD-T
     assert t['clean_acc'] >= 0.9 and t['standard_clean_acc'] >= 0.9           # both models learned the task
     assert t['autoattack_acc'] >= t['standard_autoattack_acc'] + 0.3          # AT clearly more robust under AutoAttack
     assert t['pgd_acc'] >= t['standard_pgd_acc'] + 0.3                        # and under PGD
