@@ -19,6 +19,11 @@ from .models import Classifier, create_model
 __all__ = ['LOSSES', 'nt_xent', 'info_nce', 'feature_network', 'ContrastiveGuidance', 'distinguishability']
 
 # %% ../nbs/api/11_guidance.ipynb #0866ba23
+def _check_loss_params(tau, beta=0.0, tau_plus=0.0):
+    if not tau > 0: raise ValueError(f"tau must be > 0, got {tau!r}")
+    if not beta >= 0: raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if not 0 <= tau_plus < 1: raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus!r}")
+
 def _check_pairs(u, v):
     if u.dim() != 2 or u.shape != v.shape or len(u) < 2:
         raise ValueError(f"need two N×d embedding batches of the same shape with N >= 2, got {tuple(u.shape)} and {tuple(v.shape)}")
@@ -29,9 +34,7 @@ def nt_xent(u:torch.Tensor, v:torch.Tensor, # N×d embeddings; (u_n, v_n) is a p
             tau_plus:float=0.0, # class prior τ⁺ of the debiasing (the released code: 0.1)
            ) -> torch.Tensor:
     "The debiased hard-negative NT-Xent of Robinson et al. (2021) over the 2N anchors of the batch (β = τ⁺ = 0: SimCLR's NT-Xent)."
-    if not tau > 0: raise ValueError(f"tau must be > 0, got {tau!r}")
-    if not beta >= 0: raise ValueError(f"beta must be >= 0, got {beta!r}")
-    if not 0 <= tau_plus < 1: raise ValueError(f"tau_plus must be in [0, 1), got {tau_plus!r}")
+    _check_loss_params(tau, beta, tau_plus)
     _check_pairs(u, v)
     n, z = len(u), F.normalize(torch.cat([u, v]), dim=1)
     e = torch.exp(z @ z.T / tau)
@@ -88,12 +91,11 @@ class ContrastiveGuidance:
                  sigma_lo:float=2.0, sigma_hi:float=float('inf'), # guide only for σ in [sigma_lo, sigma_hi]
                  seed:int=0, # seeds g's initial weights
                 ):
-        if not tau > 0: raise ValueError(f"tau must be > 0, got {tau!r}")
+        _check_loss_params(tau, beta, tau_plus)
         if not lam >= 0: raise ValueError(f"lam must be >= 0, got {lam!r}")
         if loss not in LOSSES: raise ValueError(f"unknown loss {loss!r}; one of {LOSSES}")
         if not 0 <= sigma_lo <= sigma_hi: raise ValueError(f"need 0 <= sigma_lo <= sigma_hi, got {sigma_lo}, {sigma_hi}")
         if head_dim < 1 or not head_lr > 0: raise ValueError(f"need head_dim >= 1 and head_lr > 0, got {head_dim}, {head_lr}")
-        nt_xent(torch.zeros(2, 1), torch.ones(2, 1), tau, beta, tau_plus)  # validates β and τ⁺
         self.features = features.eval().requires_grad_(False)
         self.lam, self.tau, self.beta, self.tau_plus, self.loss = float(lam), float(tau), float(beta), float(tau_plus), loss
         self.use_head, self.head_dim, self.head_lr = head, int(head_dim), float(head_lr)
@@ -129,9 +131,10 @@ class ContrastiveGuidance:
     def _embed(self, h):
         return F.normalize(self.head(h), dim=1) if self.use_head else h
 
-    def _f(self, x, sigma):
+    def _f(self, xt):
+        "f of the DDPM-scaled state x_t, seen as an image (x_t + 1)/2; one counted pass."
         self.nfe += 1
-        return self.features((x.float() / math.sqrt(1 + sigma**2) + 1) / 2)
+        return self.features((xt + 1) / 2).float()
 
     def __call__(self, x, sigma:float, step:int, denoised):
         if self.step is not None and step < self.step: self.step = self.state = None  # a new `sample` call: new trajectories (g is kept)
@@ -140,10 +143,10 @@ class ContrastiveGuidance:
         if self.prev is None or not self.sigma_lo <= sigma <= self.sigma_hi: return torch.zeros_like(denoised)
         with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             if self.prev_feat is None:
-                with torch.no_grad(): self.prev_feat = self._f(*reversed(self.prev)).float()
+                s0, x0 = self.prev
+                with torch.no_grad(): self.prev_feat = self._f(x0.float() / math.sqrt(1 + s0**2))
             xt = (x.detach().float() / math.sqrt(1 + sigma**2)).requires_grad_(True)
-            self.nfe += 1
-            h = self.features((xt + 1) / 2).float()
+            h = self._f(xt)
             if self.use_head and self.head is None: self._make_head(h.shape[1], h.device)
             u, v = self._embed(h), self._embed(self.prev_feat)
             L = nt_xent(u, v, self.tau, self.beta, self.tau_plus) if self.loss == 'hard' else info_nce(u, v, self.tau)
@@ -158,12 +161,17 @@ class ContrastiveGuidance:
 # %% ../nbs/api/11_guidance.ipynb #b5ed6a07
 def distinguishability(z, y, # N×D features of a labelled set; its labels
                        test_frac:float=0.3, # held-out share for the probe
-                       C:float=1.0, max_iter:int=1000, seed:int=0) -> dict:
+                       C:float=1.0, max_iter:int=1000, seed:int=0,
+                       max_points:int|None=5000, # a seeded random subset of at most this many rows (the distances are N × N)
+                      ) -> dict:
     "Class separation of a labelled set: linear-probe accuracy and margin (held out), Fisher ratio, nearest-other-class distance."
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
     z = np.asarray(torch.as_tensor(z).detach().float().flatten(1).cpu(), dtype=np.float64); y = np.asarray(y)
     if len(z) != len(y): raise ValueError(f"{len(z)} feature rows for {len(y)} labels")
+    if max_points is not None and len(z) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(z), max_points, replace=False))
+        z, y = z[keep], y[keep]
     classes = np.unique(y)
     if len(classes) < 2: raise ValueError(f"need at least two classes, got {classes.tolist()}")
     if np.bincount(np.searchsorted(classes, y)).min() < 2: raise ValueError("every class needs at least two points")
