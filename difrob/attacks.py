@@ -10,8 +10,8 @@ import contextlib, math
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['NORMS', 'LOSSES', 'APGD_OVERRIDES', 'check_threat', 'model_state', 'margin', 'attack_loss', 'pgd',
-           'autoattack_settings', 'autoattack', 'evaluate', 'merge_evals', 'summarize']
+__all__ = ['NORMS', 'LOSSES', 'RANDOM_STARTS', 'APGD_OVERRIDES', 'check_threat', 'model_state', 'margin', 'attack_loss', 'pgd',
+           'autoattack_settings', 'autoattack', 'pgd_eval_step', 'evaluate', 'merge_evals', 'summarize']
 
 # %% ../nbs/api/03_attacks.ipynb #9dca754e
 import numpy as np
@@ -52,7 +52,7 @@ def model_state(model:torch.nn.Module, mode:str='eval'):
                 if n in buffers: b.copy_(buffers[n])
 
 # %% ../nbs/api/03_attacks.ipynb #62adabea
-LOSSES = ('ce', 'cw', 'kl')
+LOSSES = ('ce', 'cw', 'margin', 'kl')
 
 def margin(logits:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
     "Per-example CW margin max_{j≠y} z_j − z_y (positive means misclassified)."
@@ -63,7 +63,8 @@ def margin(logits:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
 def attack_loss(logits, y, loss:str='ce', p_clean=None) -> torch.Tensor:
     "Per-example loss an attack maximises."
     if loss == 'ce': return F.cross_entropy(logits, y, reduction='none')
-    if loss == 'cw': return margin(logits, y)
+    if loss == 'cw': return margin(logits, y).clamp(max=0)  # the reference's CW loss: a misclassified example stops moving
+    if loss == 'margin': return margin(logits, y)
     if loss == 'kl':
         if p_clean is None: raise ValueError("loss='kl' needs the clean probabilities p_clean")
         return F.kl_div(F.log_softmax(logits, 1), p_clean, reduction='none').sum(1)
@@ -72,16 +73,20 @@ def attack_loss(logits, y, loss:str='ce', p_clean=None) -> torch.Tensor:
 def _l2(v): return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.ndim - 1))
 
 def _project(x_adv, x, eps, norm):
-    d = x_adv - x
-    d = d.clamp(-eps, eps) if norm == 'Linf' else d * (eps / _l2(d)).clamp(max=1.0)
-    return (x + d).clamp(0, 1)
+    "Into the box and the ball: Linf clips δ then the image; L2 clips the image, then shrinks δ onto the ball (the reference's order)."
+    if norm == 'Linf': return (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 1)
+    d = x_adv.clamp(0, 1) - x
+    return x + d * (eps / _l2(d)).clamp(max=1.0)  # shrinking δ towards x keeps the image in the box
+
+RANDOM_STARTS = (True, False, 'box', 'ball')
 
 def pgd(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
         eps:float, # radius in [0, 1] units (e.g. 8/255)
         norm:str='Linf', # 'Linf' or 'L2'
         steps:int=10, alpha:float|None=None, # step size; default 2.5*eps/steps
-        loss:str='ce', # 'ce', 'cw' or 'kl'
-        random_start:bool=True, init_std:float|None=None, # L2 only: start at init_std*N(0, I) instead
+        loss:str='ce', # 'ce', 'cw' (clamped at 0, as in the reference), 'margin' (unclamped) or 'kl'
+        random_start:bool|str=True, # Linf: uniform in the cube. L2: True/'box' a uniform image pulled onto the ε-ball (the reference), 'ball' a uniform direction at a radius uniform in [0, ε]
+        init_std:float|None=None, # L2 only: start at init_std*N(0, I) instead, not projected (TRADES' start)
         mode:str='eval', # model mode during the attack: 'eval', 'train' (BN stats not updated) or 'keep'
         generator:torch.Generator|None=None, # for the random start (CPU generator)
        ) -> torch.Tensor:
@@ -89,6 +94,7 @@ def pgd(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
     check_threat(eps, norm); check_images(x, 'x'); check_labels(y, len(x), getattr(model, 'num_classes', None), 'y')
     if steps < 0: raise ValueError(f"steps must be >= 0, got {steps}")
     if loss not in LOSSES: raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if random_start not in RANDOM_STARTS: raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}")
     alpha = 2.5 * eps / max(steps, 1) if alpha is None else alpha
     x = x.detach()
     with model_state(model, mode):
@@ -99,13 +105,15 @@ def pgd(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
             return torch.rand(*shape, generator=generator).to(x.device) if generator is not None else torch.rand(*shape, device=x.device)
         def randn(*shape):
             return torch.randn(*shape, generator=generator).to(x.device) if generator is not None else torch.randn(*shape, device=x.device)
-        if norm == 'Linf': delta = (2 * rand(*x.shape) - 1) * eps if random_start else torch.zeros_like(x)
-        elif init_std is not None: delta = init_std * randn(*x.shape)
-        elif random_start:
-            d = randn(*x.shape)
-            delta = d / _l2(d) * eps * rand(len(x)).view(-1, 1, 1, 1)
-        else: delta = torch.zeros_like(x)
-        x_adv = _project(x + delta, x, eps, norm)
+        if norm == 'L2' and init_std is not None: x_adv = x + init_std * randn(*x.shape)  # TRADES: the first gradient at the raw start
+        else:
+            if not random_start: delta = torch.zeros_like(x)
+            elif norm == 'Linf': delta = (2 * rand(*x.shape) - 1) * eps
+            elif random_start == 'ball':
+                d = randn(*x.shape)
+                delta = d / _l2(d) * eps * rand(len(x)).view(-1, 1, 1, 1)
+            else: delta = rand(*x.shape) - x  # a uniform image; projected, it lies on the sphere unless it was within ε of x
+            x_adv = _project(x + delta, x, eps, norm)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
@@ -114,11 +122,11 @@ def pgd(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
             with torch.no_grad():
                 if norm == 'Linf': step = g.sign()
                 else:
-                    zero = g.flatten(1).norm(dim=1) == 0
-                    if zero.any(): g[zero] = randn(*x[zero].shape)  # random direction where the gradient vanishes
+                    zero = g.flatten(1).norm(dim=1) == 0  # PGD stays put there (a CW-attacked example already misclassified);
+                    if zero.any() and init_std is not None: g[zero] = randn(*x[zero].shape)  # TRADES moves in a random direction
                     step = g / _l2(g)
                 x_adv = _project(x_adv.detach() + alpha * step, x, eps, norm)
-    return x_adv.detach()
+    return x_adv.detach().clamp(0, 1)
 
 # %% ../nbs/api/03_attacks.ipynb #38963b3b
 def _make_autoattack(model, eps, norm, version, seed, device, attacks=None):
@@ -181,14 +189,19 @@ def autoattack(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float,
     return robust.cpu(), broken_by, settings
 
 # %% ../nbs/api/03_attacks.ipynb #12ac5650
-def _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides=None):
-    s = dict(eps=eps, norm=norm, n_eval=n_eval, chunk=chunk, pgd_steps=pgd_steps, pgd_loss=pgd_loss,
+def pgd_eval_step(eps:float, norm:str='Linf') -> float:
+    "The reference's test-set PGD step: 2/255 at Linf 8/255 and 15/255 at L2 128/255, scaled with ε (ε/4 and 15ε/128)."
+    return eps / 4 if norm == 'Linf' else eps * 15 / 128
+
+def _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides=None, pgd_step=None):
+    s = dict(eps=eps, norm=norm, n_eval=n_eval, chunk=chunk, pgd_steps=pgd_steps, pgd_step=pgd_step, pgd_loss=pgd_loss,
              pgd_restarts=pgd_restarts, aa_version=aa_version, aa_attacks=aa_attacks, seed=seed)
     return s | ({'aa_overrides': dict(aa_overrides)} if aa_overrides else {})
 
 def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
              eps:float, norm:str='Linf', n_eval:int|None=None, # the first n_eval examples (default all)
              pgd_steps:int=20, pgd_loss:str='ce', pgd_restarts:int=1,
+             pgd_step:float|None=None, # None: `pgd_eval_step` (the reference's 2/255 at 8/255)
              aa_version:str|None='standard', # None skips AutoAttack
              aa_attacks:list|None=None,
              aa_overrides:dict|None=None, # APGD settings changed after the version's (see `autoattack`), e.g. {'n_restarts': 1}
@@ -202,7 +215,8 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
     if not 0 < n_eval <= len(x): raise ValueError(f"n_eval must lie in [1, {len(x)}], got {n_eval}")
     check_labels(y[:n_eval], n_eval, getattr(model, 'num_classes', None), 'y')
     rank, world = shard
-    settings = _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides)
+    pgd_step = pgd_eval_step(eps, norm) if pgd_step is None else pgd_step
+    settings = _eval_settings(eps, norm, n_eval, chunk, pgd_steps, pgd_loss, pgd_restarts, aa_version, aa_attacks, seed, aa_overrides, pgd_step)
     device = device or next(model.parameters()).device
     rows = pd.DataFrame()
     if out is not None:  # the cache is keyed on the settings, the model's weights and the examples: any change recomputes
@@ -224,7 +238,7 @@ def evaluate(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor,
             g = torch.Generator().manual_seed(seed * 1_000_003 + c.start)
             pgd_ok = clean.clone()
             for _ in range(pgd_restarts):
-                with torch.enable_grad(): xa = pgd(model, xc, yc, eps, norm, pgd_steps, loss=pgd_loss, generator=g)
+                with torch.enable_grad(): xa = pgd(model, xc, yc, eps, norm, pgd_steps, pgd_step, loss=pgd_loss, generator=g)
                 pgd_ok &= model(xa).argmax(1) == yc
         new = pd.DataFrame({'index': list(c), 'label': yc.tolist(), 'clean_correct': clean.tolist(), 'pgd_correct': pgd_ok.tolist()})
         if aa_version is not None:

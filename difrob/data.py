@@ -510,7 +510,9 @@ class BatchMixer:
                  n_batches:int|None=None, # batches per epoch; default ceil(len(real)/B), or ceil(len(generated)/B)
                  seed:int=0,
                  augment=None, # callable(x, generator) -> x applied to every batch, e.g. RandomCropFlip()
-                 device='cpu'):
+                 device='cpu',
+                 reshuffle:bool=True, # True: each epoch starts fresh shuffled passes over the real images (the reference); False: one stream of passes across epochs
+                ):
         if not 0 <= gen_fraction <= 1: raise ValueError(f"gen_fraction must lie in [0, 1], got {gen_fraction}")
         if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.n_gen = math.floor(batch_size * gen_fraction)
@@ -529,6 +531,7 @@ class BatchMixer:
                 raise ValueError(f"generated labels go up to {generated.labels.max()} ({src}), but the real data has {nc} classes")
         self.real, self.generated = (real if self.n_real else None), (generated if self.n_gen else None)
         self.batch_size, self.gen_fraction, self.seed, self.augment, self.device = batch_size, gen_fraction, seed, augment, device
+        self.reshuffle = reshuffle
         self.n_batches = n_batches or math.ceil(len(real if self.n_real else generated) / batch_size)
         if self.n_batches < 1: raise ValueError(f"n_batches must be >= 1, got {n_batches}")
 
@@ -540,12 +543,13 @@ class BatchMixer:
         real_idx = torch.empty(nb, self.n_real, dtype=torch.long)
         if self.n_real:
             n = len(self.real)
-            pos = epoch * nb * self.n_real + torch.arange(nb * self.n_real)  # position in the endless stream of passes
+            pos = torch.arange(nb * self.n_real) + (0 if self.reshuffle else epoch * nb * self.n_real)  # position in the passes
             passes = pos // n
             flat = torch.empty_like(pos)
             for k in passes.unique().tolist():
                 m = passes == k
-                flat[m] = torch.randperm(n, generator=_gen(self.seed, 0, k))[pos[m] % n]
+                g = _gen(self.seed, 4, epoch, k) if self.reshuffle else _gen(self.seed, 0, k)
+                flat[m] = torch.randperm(n, generator=g)[pos[m] % n]
             real_idx = flat.view(nb, self.n_real)
         gen_idx = (torch.randint(len(self.generated), (nb, self.n_gen), generator=_gen(self.seed, 1, epoch))
                    if self.n_gen else torch.empty(nb, 0, dtype=torch.long))

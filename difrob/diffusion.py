@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['UNET_PRESETS', 'SAMPLERS', 'edm_precond', 'edm_weight', 'to_model_space', 'from_model_space', 'randn', 'EDMDenoiser',
-           'create_denoiser', 'feature_blocks', 'extract_features', 'save_denoiser', 'load_denoiser', 'edm_noise',
-           'edm_loss', 'DiffusionConfig', 'train_diffusion', 'edm_sigmas', 'ClassifierFreeGuidance', 'sample',
-           'gaussian_denoiser', 'points_denoiser', 'FixedBatch']
+__all__ = ['UNET_PRESETS', 'DIFFUSION_PRESETS', 'SAMPLERS', 'edm_precond', 'edm_weight', 'to_model_space', 'from_model_space',
+           'randn', 'EDMDenoiser', 'create_denoiser', 'feature_blocks', 'extract_features', 'save_denoiser',
+           'load_denoiser', 'edm_noise', 'edm_loss', 'DiffusionConfig', 'edm_schedule', 'train_diffusion', 'edm_sigmas',
+           'ClassifierFreeGuidance', 'sample', 'gaussian_denoiser', 'points_denoiser', 'FixedBatch']
 
 # %% ../nbs/api/04_diffusion.ipynb #43544942
 import torch
@@ -60,9 +60,9 @@ UNET_PRESETS = {
                  up_block_types=('AttnUpBlock2D', 'UpBlock2D'), norm_num_groups=16),
     'small': dict(block_out_channels=(64, 128), layers_per_block=2, down_block_types=('DownBlock2D', 'AttnDownBlock2D'),
                   up_block_types=('AttnUpBlock2D', 'UpBlock2D')),
-    'ddpmpp': dict(block_out_channels=(128, 256, 256, 256), layers_per_block=4, dropout=0.13,
-                   down_block_types=('DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D', 'DownBlock2D'),
-                   up_block_types=('UpBlock2D', 'UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D')),
+    'ddpmpp': dict(block_out_channels=(256, 256, 256), layers_per_block=4, dropout=0.13,
+                   down_block_types=('DownBlock2D', 'AttnDownBlock2D', 'DownBlock2D'),
+                   up_block_types=('UpBlock2D', 'AttnUpBlock2D', 'UpBlock2D')),
 }
 
 class EDMDenoiser(nn.Module):
@@ -245,10 +245,24 @@ class DiffusionConfig:
         if self.lr <= 0: raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
 
-def _ema_beta(batch, nimg, cfg):
+    @classmethod
+    def preset(cls, name:str, **overrides) -> 'DiffusionConfig':
+        "A named recipe from `DIFFUSION_PRESETS` (e.g. 'edm-cifar10'), with any field overridden."
+        if name not in DIFFUSION_PRESETS: raise ValueError(f"unknown preset {name!r}; known: {sorted(DIFFUSION_PRESETS)}")
+        return cls(**{**DIFFUSION_PRESETS[name], **overrides})
+
+DIFFUSION_PRESETS = {  # EDM's CIFAR-10 recipe (Karras et al. 2022, Table 7; `train.py --cond=1 --arch=ddpmpp`): 200 Mimg
+    'edm-cifar10': dict(epochs=4000, batch_size=512, lr=1e-3, lr_warmup_kimg=10_000, ema_halflife_kimg=500, ema_rampup=0.05,
+                        p_uncond=0.0, xflip=False),
+}
+
+def edm_schedule(nimg:int, # images seen before this batch
+                 batch:int, cfg:DiffusionConfig) -> tuple[float, float]:
+    "EDM's learning rate and EMA β for the batch that starts after `nimg` images (so the first step has lr 0 and copies into the EMA)."
+    lr = cfg.lr * min(nimg / max(cfg.lr_warmup_kimg * 1000, 1e-8), 1.0)
     half = cfg.ema_halflife_kimg * 1000
     if cfg.ema_rampup is not None: half = min(half, nimg * cfg.ema_rampup)
-    return 0.5 ** (batch / max(half, 1e-8))
+    return lr, 0.5 ** (batch / max(half, 1e-8))
 
 def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] with labels
                     cfg:DiffusionConfig, out_dir:str|Path|None=None, # checkpoints/ and history.json go here
@@ -288,7 +302,8 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
                 if cfg.xflip:
                     flip = torch.rand(len(idx), generator=g) < 0.5
                     xb = torch.where(flip.to(dev).reshape(-1, 1, 1, 1), xb.flip(3), xb)
-                for grp in opt.param_groups: grp['lr'] = cfg.lr * min(1.0, (nimg + 1) / max(cfg.lr_warmup_kimg * 1000, 1e-8))
+                lr, beta['b'] = edm_schedule(nimg, len(idx), cfg)  # from the count before this batch, as in EDM
+                for grp in opt.param_groups: grp['lr'] = lr
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     loss = loss_fn(D, xb, yb, g).mean()
                 opt.zero_grad(set_to_none=True)
@@ -297,9 +312,8 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
                     if p.grad is not None: torch.nan_to_num_(p.grad, nan=0, posinf=1e5, neginf=-1e5)
                 if cfg.grad_clip: torch.nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip)
                 opt.step()
-                nimg += len(idx)
-                beta['b'] = _ema_beta(len(idx), nimg, cfg)
                 ema.update_parameters(D)
+                nimg += len(idx)
                 tot += loss.item() * len(idx); cnt += len(idx)
                 bar.set_postfix(loss=f'{tot / cnt:.4f}')
             history.append({'epoch': epoch, 'loss': tot / cnt, 'kimg': nimg / 1000, 'seconds': time.time() - t0})

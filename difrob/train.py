@@ -66,7 +66,7 @@ class TrainConfig:
     "Every knob of the AT recipe; the defaults are the paper's CIFAR-10 WRN-28-10 settings (ALGORITHMS.md §1.3)."
     loss: str = 'trades'            # 'trades', 'pgd' (PGD-AT) or 'standard' (no attack)
     beta: float = 5.0               # TRADES weight of the KL term
-    label_smoothing: float = 0.1    # on the clean CE term (TRADES) or the adversarial CE (PGD-AT)
+    label_smoothing: float | None = None  # on the clean CE term (TRADES) or the adversarial CE (PGD-AT); None: the reference's 0.1 for TRADES, 0 for PGD-AT
     eps: float = 8 / 255            # attack radius, [0, 1] units
     norm: str = 'Linf'              # 'Linf' or 'L2'
     attack_steps: int = 10          # inner-maximisation steps
@@ -80,7 +80,8 @@ class TrainConfig:
     pct_start: float = 0.025        # warm-up fraction of the one-cycle schedule and of the EMA
     ema_tau: float = 0.995          # EMA decay after warm-up
     gen_fraction: float = 0.7       # generated images per batch (0 without generated data)
-    n_batches: int | None = None    # batches per epoch; default ceil(len(real)/batch_size); the paper: ceil(50000/B)
+    n_batches: int | None = None    # batches per epoch; default ceil(len(real)/B), counted before the n_val hold-out (the reference's ceil(50000/B))
+    reshuffle: bool = True          # each epoch starts a fresh pass over the real images (the reference); False: one stream of passes
     n_val: int = 1024               # first n_val real training images held out for model selection
     val_steps: int = 40             # PGD-CW steps of the selection attack
     val_every: int = 1              # epochs between selection attacks
@@ -99,6 +100,12 @@ class TrainConfig:
             if getattr(self, k) < (0 if k in ('attack_steps', 'val_steps') else 1): raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
         if self.lr <= 0: raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.n_val < 0: raise ValueError(f"n_val must be >= 0, got {self.n_val}")
+
+    @property
+    def smoothing(self) -> float:
+        "The label smoothing in effect: `label_smoothing`, or the reference's (0.1 for TRADES, 0 for PGD-AT and standard training)."
+        if self.label_smoothing is not None: return self.label_smoothing
+        return 0.1 if self.loss == 'trades' else 0.0
 
     @property
     def step_size(self) -> float:
@@ -139,15 +146,16 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     aug = RandomCropFlip(cfg.padding, cfg.flip) if cfg.padding or cfg.flip else None
     mixer = BatchMixer(trn, generated if cfg.gen_fraction > 0 else None, cfg.batch_size, cfg.gen_fraction,
-                       cfg.n_batches, cfg.seed, aug, dev)
+                       cfg.n_batches or math.ceil(len(real) / cfg.batch_size), cfg.seed, aug, dev, cfg.reshuffle)
     opt = make_optimizer(model, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
     aux_modules = {f'aux.{k}': f.to(dev) for k, f in (aux_losses or {}).items() if isinstance(f, nn.Module)}
     for m in aux_modules.values():  # e.g. a projection head: trained with the classifier, by the same optimiser
         if ps := [q for q in m.parameters() if q.requires_grad]: opt.add_param_group({'params': ps, 'weight_decay': cfg.weight_decay})
     sched = make_scheduler(opt, cfg.lr, cfg.epochs, cfg.pct_start)
-    warmup = round(cfg.pct_start * cfg.epochs * len(mixer))
+    warmup = cfg.pct_start * cfg.epochs * len(mixer)  # unrounded, as in the reference
     decay = {'d': 0.0}
     ema = AveragedModel(model, avg_fn=lambda a, m, n: decay['d'] * a + (1 - decay['d']) * m, use_buffers=False)
+    ema.n_averaged.fill_(1)  # apply the decay from the first step (AveragedModel would copy the model then)
     bn_momenta = [b.momentum for b in _bn_layers(model)]
     out = Path(out_dir) if out_dir is not None else None
     ck = out/'checkpoints' if out is not None else None
@@ -172,18 +180,18 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
                     if cfg.loss == 'standard': x_adv = x
                     else:
                         x_adv = pgd(model, x, y, cfg.eps, cfg.norm, cfg.attack_steps, cfg.step_size,
-                                    loss='kl' if cfg.loss == 'trades' else 'ce', mode='train', generator=g,
+                                    loss='kl' if cfg.loss == 'trades' else 'ce', mode='train' if cfg.loss == 'trades' else 'eval', generator=g,
                                     init_std=0.001 if (cfg.norm == 'L2' and cfg.loss == 'trades') else None)
                     need_feats = bool(aux_losses)
                     if cfg.loss == 'trades':
                         out_c = model(x, features=need_feats); out_a = model(x_adv, features=need_feats)
                         (lc, fc), (la, fa) = (out_c, out_a) if need_feats else ((out_c, None), (out_a, None))
-                        loss = trades_loss(lc, la, y, cfg.beta, cfg.label_smoothing)
+                        loss = trades_loss(lc, la, y, cfg.beta, cfg.smoothing)
                     else:
                         out_a = model(x_adv, features=need_feats)
                         la, fa = out_a if need_feats else (out_a, None)
                         lc, fc = la if cfg.loss == 'standard' else None, fa if cfg.loss == 'standard' else None
-                        loss = pgd_at_loss(la, y, cfg.label_smoothing)
+                        loss = pgd_at_loss(la, y, cfg.smoothing)
                     for name, fn in (aux_losses or {}).items():
                         a = fn(dict(x=x, y=y, x_adv=x_adv, logits_clean=lc, logits_adv=la, features_clean=fc, features_adv=fa, model=model))
                         aux_tot[name] += a.item() * len(x); loss = loss + a
@@ -192,9 +200,9 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
                 opt.step()
                 if step == 0:
                     for b, m in zip(_bn_layers(model), bn_momenta): b.momentum = m
-                decay['d'] = ema_decay(step, warmup, cfg.ema_tau)
-                ema.update_parameters(model)
                 step += 1
+                decay['d'] = ema_decay(step, warmup, cfg.ema_tau)  # the 1-based step just taken, as in the reference
+                ema.update_parameters(model)
                 with torch.no_grad():
                     tot += loss.item() * len(x); n += len(x)
                     n_rob += (la.argmax(1) == y).sum().item()
@@ -209,7 +217,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
             if len(val) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs):
                 rec['val_clean'], rec['val_robust'] = validate(ema.module, val.x.to(dev), val.y.to(dev), cfg, seed=cfg.seed)
                 key = 'val_clean' if cfg.loss == 'standard' else 'val_robust'  # standard training is selected on clean accuracy
-                if rec[key] > best.get(key, -1.0):
+                if rec[key] >= best.get(key, -1.0):  # ties go to the later epoch, as in the reference
                     best = {'epoch': epoch, 'val_robust': rec['val_robust'], 'val_clean': rec['val_clean']}
                     if ck is not None: save_weights(ck/'best', ema.module, getattr(model, 'config', {}), epoch=epoch, best=best)
                     else: best['state'] = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
