@@ -6,12 +6,12 @@ Docs: https://difrob.github.io/difrob/api/report.html.md"""
 
 # %% ../nbs/api/90_report.ipynb #51c67d6c
 from __future__ import annotations
-import argparse, contextlib, html, json, os, sys, time, traceback
+import argparse, contextlib, html, json, math, os, sys, time, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['is_experiment', 'experiment_notebooks', 'run_order', 'load_profile', 'headline', 'run_notebook', 'index_status',
-           'write_index', 'run_report', 'difrob_report']
+__all__ = ['CLAIMS', 'is_experiment', 'experiment_notebooks', 'run_order', 'load_profile', 'headline', 'run_notebook',
+           'index_status', 'write_index', 'run_report', 'difrob_report', 'verdict', 'findings', 'findings_markdown']
 
 # %% ../nbs/api/90_report.ipynb #1714cb8f
 import nbformat
@@ -228,3 +228,79 @@ def difrob_report(argv=None):
     except (ValueError, FileNotFoundError, PermissionError, FolderInUse) as e:
         print(f"difrob-report: error: {e}", file=sys.stderr); sys.exit(2)
     sys.exit(0 if recs and all(r['status'] == 'ok' for r in recs) else 1)
+
+# %% ../nbs/api/90_report.ipynb #5712eddb
+def _binom_se(m:dict, a:str, b:str, n:str) -> float:
+    "Standard error of the difference of two accuracies measured on the same n test images (one run each)."
+    return math.sqrt(sum(m[k] * (1 - m[k]) for k in (a, b)) / m[n])
+
+def _aa(m:dict, version='aa_version', attacks='aa_attacks') -> str:
+    v, a = m.get(version), m.get(attacks)
+    return f"AutoAttack {v}" + (f" ({' + '.join(a)})" if v == 'custom' and a else '')
+
+def _dmat_effect(m:dict) -> dict:
+    rows = [r for r in m['effect'] if r['arm'] == 'equiv-FGSM' and r['metric'] == 'judge_acc']
+    return max(rows, key=lambda r: r['noise'])
+
+CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from that experiment's metrics.json
+    dict(paper='Wang et al. 2023', claim='adversarial training (TRADES) is robust where standard training is not', exp='train',
+         effect=lambda m: m['autoattack_acc'] - m['standard_autoattack_acc'],
+         spread=lambda m: _binom_se(m, 'autoattack_acc', 'standard_autoattack_acc', 'n_eval'),
+         protocol=lambda m: f"{_aa(m, 'autoattack_version', 'autoattack_attacks')}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, 1 seed; spread: binomial s.e."),
+    dict(paper='Wang et al. 2023', claim='generated data raise robust accuracy at equal training steps', exp='generated_at',
+         effect=lambda m: m['autoattack_gain'], spread=lambda m: max(m['real_autoattack_std'], m['mixed_autoattack_std']),
+         protocol=lambda m: f"{_aa(m)}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs, {m['generated_images']} generated images; spread: seed std"),
+    dict(paper='Chen et al. 2024', claim='RDC is more robust than an adversarially trained classifier', exp='rdc',
+         effect=lambda m: m['rdc_robust_min'] - m['at_classifier_robust_min'],
+         spread=lambda m: _binom_se(m, 'rdc_robust_min', 'at_classifier_robust_min', 'n_eval'),
+         protocol=lambda m: f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e."),
+    dict(paper='Chen et al. 2024', claim='likelihood maximization makes the diffusion classifier more robust', exp='rdc',
+         effect=lambda m: m['rdc_robust_min'] - m['dc_robust_min'],
+         spread=lambda m: _binom_se(m, 'rdc_robust_min', 'dc_robust_min', 'n_eval'),
+         protocol=lambda m: f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e."),
+    dict(paper='Huang et al. 2026', claim="diffusion features are partially robust (a probe on them beats one on a standard classifier under PGD)", exp='analysis',
+         effect=lambda m: m['probe_diffusion_pgd'] - m['probe_standard_pgd'],
+         spread=lambda m: _binom_se(m, 'probe_diffusion_pgd', 'probe_standard_pgd', 'n_attack'),
+         protocol=lambda m: f"PGD-{m['pgd_steps']} end to end, ε = {m['eps']:g} {m['norm']}, {m['n_attack']} test images; spread: binomial s.e."),
+    dict(paper='Huang et al. 2026', claim='DRA raises the robust accuracy of AT (real data)', exp='dra',
+         effect=lambda m: m['dra_gain_real_autoattack'], spread=lambda m: max(m['at_autoattack_std'], m['at_dra_autoattack_std']),
+         protocol=lambda m: f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"),
+    dict(paper='Huang et al. 2026', claim='DRA raises the robust accuracy of AT with generated data', exp='dra',
+         effect=lambda m: m['dra_gain_generated_autoattack'], spread=lambda m: max(m['dmat_autoattack_std'], m['dmat_dra_autoattack_std']),
+         protocol=lambda m: f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"),
+    dict(paper='Briglia et al. 2025', claim='the equivariance regulariser keeps a diffusion model trained on noisy images closer to clean data', exp='dmat',
+         effect=lambda m: _dmat_effect(m)['change'], spread=lambda m: _dmat_effect(m)['seed_spread'],
+         protocol=lambda m: f"real-data classifier's accuracy on samples, FGSM arm, {_dmat_effect(m)['noise']:g} noise on {m['noisy_fraction']:.0%} of the images, {m['n_samples']} samples, {m['seeds']} seeds; spread: seed std"),
+    dict(paper='Ouyang et al. 2023', claim='contrastive guidance makes synthetic data more distinguishable', exp='contrastive',
+         effect=lambda m: m['probe_acc_change'], spread=lambda m: math.sqrt(sum(p * (1 - p) for p in (m['plain_f_probe_acc'], m['guided_f_probe_acc'])) / (0.3 * min(m['plain_images'], 5000))),
+         protocol=lambda m: f"held-out linear-probe accuracy in f's features (30% of {int(min(m['plain_images'], 5000))} images per set), λ = {m['lam']:g}; spread: binomial s.e."),
+    dict(paper='Ouyang et al. 2023', claim='contrastive-guided data raise robust accuracy more than plain generated data', exp='contrastive',
+         effect=lambda m: m['autoattack_gain'], spread=lambda m: m['autoattack_seed_spread'],
+         protocol=lambda m: f"{_aa(m)}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs, λ = {m['lam']:g}; spread: seed std"),
+]
+
+def verdict(effect:float, spread:float) -> str:
+    "Reproduced when the effect exceeds its spread in the paper's direction, not reproduced when it does in the other, else inconclusive."
+    return 'reproduced' if effect > spread else 'not reproduced' if effect < -spread else 'inconclusive'
+
+def findings(reports:str|Path, # the reports folder: quick results in NAME/, the small profile's in small/NAME/
+             claims:list|None=None) -> list:
+    "One row per claim: effect ± spread, protocol and verdict for each profile whose metrics exist."
+    reports, rows = Path(reports), []
+    for c in claims or CLAIMS:
+        row = {'paper': c['paper'], 'claim': c['claim'], 'experiment': c['exp']}
+        for prof, folder in (('quick', reports/c['exp']), ('small', reports/'small'/c['exp'])):
+            f = folder/'metrics.json'
+            if not f.exists(): row[prof] = None; continue
+            m = load_json(f)
+            e, s = float(c['effect'](m)), float(c['spread'](m))
+            row[prof] = {'effect': e, 'spread': s, 'protocol': c['protocol'](m), 'verdict': verdict(e, s), 'source': str(f.relative_to(reports.parent))}
+        rows.append(row)
+    return rows
+
+def findings_markdown(rows:list) -> str:
+    "The front page's findings table."
+    cell = lambda r: f"{r['effect']:+.3f} ± {r['spread']:.3f}: **{r['verdict']}**<br><sub>{r['protocol']}</sub>" if r else 'not run yet'
+    lines = ['| paper | claim | quick run (`difrob-report`) | small profile (`--profile small`) |', '|---|---|---|---|']
+    lines += [f"| {r['paper']} | {r['claim']} (`{r['experiment']}`) | {cell(r['quick'])} | {cell(r['small'])} |" for r in rows]
+    return '\n'.join(lines)

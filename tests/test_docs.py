@@ -67,3 +67,10 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT/'.ci'/'run').read_text()
     cmd = next(l.split('=', 1)[1].strip().strip("'") for l in ci.splitlines() if l.startswith('TEST_CMD='))
     assert cmd in (ROOT/'README.md').read_text()
+
+
+def test_front_page_findings_match_the_metrics():
+    "The findings table in nbs/index.ipynb (and so the README) is what the committed reports/**/metrics.json say."
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'findings.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '<!-- findings:start -->\n| paper | claim |' in (ROOT/'README.md').read_text()
