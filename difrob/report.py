@@ -242,6 +242,10 @@ def _dmat_effect(m:dict) -> dict:
     rows = [r for r in m['effect'] if r['arm'] == 'equiv-FGSM' and r['metric'] == 'judge_acc']
     return max(rows, key=lambda r: r['noise'])
 
+def _rdc_protocol(m): return (f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), "
+                              f"ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e.")
+def _dra_protocol(m): return f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"
+
 CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from that experiment's metrics.json
     dict(paper='Wang et al. 2023', claim='adversarial training (TRADES) is robust where standard training is not', exp='train',
          effect=lambda m: m['autoattack_acc'] - m['standard_autoattack_acc'],
@@ -253,21 +257,21 @@ CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from
     dict(paper='Chen et al. 2024', claim='RDC is more robust than an adversarially trained classifier', exp='rdc',
          effect=lambda m: m['rdc_robust_min'] - m['at_classifier_robust_min'],
          spread=lambda m: _binom_se(m, 'rdc_robust_min', 'at_classifier_robust_min', 'n_eval'),
-         protocol=lambda m: f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e."),
+         protocol=_rdc_protocol),
     dict(paper='Chen et al. 2024', claim='likelihood maximization makes the diffusion classifier more robust', exp='rdc',
          effect=lambda m: m['rdc_robust_min'] - m['dc_robust_min'],
          spread=lambda m: _binom_se(m, 'rdc_robust_min', 'dc_robust_min', 'n_eval'),
-         protocol=lambda m: f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e."),
+         protocol=_rdc_protocol),
     dict(paper='Huang et al. 2026', claim="diffusion features are partially robust (a probe on them beats one on a standard classifier under PGD)", exp='analysis',
          effect=lambda m: m['probe_diffusion_pgd'] - m['probe_standard_pgd'],
          spread=lambda m: _binom_se(m, 'probe_diffusion_pgd', 'probe_standard_pgd', 'n_attack'),
          protocol=lambda m: f"PGD-{m['pgd_steps']} end to end, ε = {m['eps']:g} {m['norm']}, {m['n_attack']} test images; spread: binomial s.e."),
     dict(paper='Huang et al. 2026', claim='DRA raises the robust accuracy of AT (real data)', exp='dra',
          effect=lambda m: m['dra_gain_real_autoattack'], spread=lambda m: max(m['at_autoattack_std'], m['at_dra_autoattack_std']),
-         protocol=lambda m: f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"),
+         protocol=_dra_protocol),
     dict(paper='Huang et al. 2026', claim='DRA raises the robust accuracy of AT with generated data', exp='dra',
          effect=lambda m: m['dra_gain_generated_autoattack'], spread=lambda m: max(m['dmat_autoattack_std'], m['dmat_dra_autoattack_std']),
-         protocol=lambda m: f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"),
+         protocol=_dra_protocol),
     dict(paper='Briglia et al. 2025', claim='the equivariance regulariser keeps a diffusion model trained on noisy images closer to clean data', exp='dmat',
          effect=lambda m: _dmat_effect(m)['change'], spread=lambda m: _dmat_effect(m)['seed_spread'],
          protocol=lambda m: f"real-data classifier's accuracy on samples, FGSM arm, {_dmat_effect(m)['noise']:g} noise on {m['noisy_fraction']:.0%} of the images, {m['n_samples']} samples, {m['seeds']} seeds; spread: seed std"),
