@@ -222,3 +222,19 @@ def test_quick_report(tmp_path):
     assert kr['clean'].min() >= 0.9 and k['verdict'] in {'helped', 'hurt', 'changed nothing beyond the seed spread'}
     for f in ('theory_heatmap.png', 'samples.png', 'lambda_sweep.png', 'comparison.png'):
         assert (out/'contrastive'/f).stat().st_size > 1000, f
+
+
+def test_profiles_name_real_parameters():
+    "Every parameter a committed profile sets is a parameter of that notebook (a typo would be injected and ignored)."
+    import ast
+    from difrob.report import experiment_notebooks, load_profile
+    def parameters(path):  # the names the papermill parameters cell assigns
+        cell = next(c for c in nbformat.read(str(path), as_version=4).cells if 'parameters' in c.metadata.get('tags', []))
+        return {t.id for n in ast.parse(cell.source).body for t in ([n.target] if isinstance(n, ast.AnnAssign) else n.targets)}
+    exps = experiment_notebooks(ROOT/'nbs')
+    for prof in sorted((ROOT/'nbs'/'profiles').glob('*.yml')):
+        for name, params in load_profile(str(prof)).items():
+            assert name in exps, f'{prof.name}: no experiment {name!r}'
+            known = parameters(exps[name]['path'])
+            unknown = set(params) - set(known)
+            assert not unknown, f'{prof.name}: {name} has no parameter(s) {sorted(unknown)}'
