@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib, math, time
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'LM_METHODS', 'LM_GRADS', 'DEFAULT_SUITE', 'dc_grid', 'dc_logits', 'MultiHeadDenoiser',
-           'create_multihead_denoiser', 'multihead_from_conditional', 'class_heads', 'distillation_loss',
-           'DiffusionClassifier', 'OptimalDenoiser', 'likelihood_maximization', 'RDC', 'adaptive_evaluation',
-           'summarize_adaptive']
+__all__ = ['WEIGHTINGS', 'LM_METHODS', 'LM_CLAMPS', 'LM_GRADS', 'DEFAULT_SUITE', 'DETERMINISTIC_SUITE', 'dc_grid', 'dc_logits',
+           'MultiHeadDenoiser', 'create_multihead_denoiser', 'multihead_from_conditional', 'class_heads',
+           'distillation_loss', 'DiffusionClassifier', 'OptimalDenoiser', 'likelihood_maximization', 'RDC',
+           'adaptive_evaluation', 'summarize_adaptive']
 
 # %% ../nbs/api/07_rdc.ipynb #504529b4
 import pandas as pd
@@ -28,11 +28,11 @@ from .diffusion import (UNET_PRESETS, EDMDenoiser, edm_noise, edm_precond, edm_w
                               points_denoiser, to_model_space)
 
 # %% ../nbs/api/07_rdc.ipynb #e9aeceb6
-WEIGHTINGS = ('edm', 'edm-released', 'uniform')
+WEIGHTINGS = ('edm-released', 'edm', 'uniform')
 
 def dc_grid(n_sigma:int=125, # noise levels evaluated (intervals of the Riemann sum); the released demos use 125
             sigma_min:float=1e-4, sigma_max:float=3.0,
-            weighting:str='edm', # 'edm': λ(σ)·p(σ)·Δσ; 'edm-released': the released code's density; 'uniform': 1/S
+            weighting:str='edm-released', # 'edm-released': the released code's density (default); 'edm': λ(σ)·p(σ)·Δσ with the log-normal p; 'uniform': 1/S
             sigma_data:float=0.5, P_mean:float=-1.2, P_std:float=1.2) -> tuple[torch.Tensor, torch.Tensor]:
     "The DC's noise levels σ_i (left ends of `n_sigma` equal intervals of [sigma_min, sigma_max]) and weights w_i."
     if not isinstance(n_sigma, int) or n_sigma < 1: raise ValueError(f"n_sigma must be an integer >= 1, got {n_sigma!r}")
@@ -128,9 +128,10 @@ class DiffusionClassifier(nn.Module):
     "Logits = −(weighted denoising losses over a noise grid) of a class-conditional or multi-head denoiser."
     def __init__(self, D:nn.Module, # EDMDenoiser (K forwards per noise level) or MultiHeadDenoiser (one)
                  n_sigma:int=125, sigma_min:float=1e-4, sigma_max:float=3.0,
-                 weighting:str='edm', P_mean:float=-1.2, P_std:float=1.2,
+                 weighting:str='edm-released', # see `dc_grid`: the released code's weights by default, 'edm' the log-normal's
+                 P_mean:float=-1.2, P_std:float=1.2,
                  share_noise:bool=True, # the same noise for every class
-                 noise_seed:int|None=None, # None: fresh noise every call; an int: the same noise every call
+                 noise_seed:int|None=None, # None: fresh noise every call (the released DC demo); an int: the same noise every call
                  chunk:int=1024, # network batch
                 ):
         super().__init__()
@@ -152,11 +153,18 @@ class DiffusionClassifier(nn.Module):
         "Network evaluations per image (forward)."
         return len(self.sigmas) * (1 if self.multi_head else self.num_classes)
 
-    def draw_noise(self, x:torch.Tensor) -> torch.Tensor:
+    @property
+    def randomized(self) -> bool:
+        "Whether two calls on the same input may differ (fresh noise every call)."
+        return self.noise_seed is None
+
+    def draw_noise(self, x:torch.Tensor, seed:int|None|str='own', # 'own': this classifier's `noise_seed`; None: fresh; an int: that seed
+                  ) -> torch.Tensor:
         "N×S×C×H×W (shared) or N×K×S×C×H×W noise for the images `x`."
+        seed = self.noise_seed if isinstance(seed, str) and seed == 'own' else seed
         shape = ((len(self.sigmas),) if self.share_noise else (self.num_classes, len(self.sigmas))) + tuple(x.shape[1:])
-        if self.noise_seed is None: return torch.randn((len(x), *shape), device=x.device)
-        g = torch.Generator().manual_seed(self.noise_seed)
+        if seed is None: return torch.randn((len(x), *shape), device=x.device)
+        g = torch.Generator().manual_seed(seed)
         return torch.randn(shape, generator=g).to(x.device).expand(len(x), *shape)
 
     def _chunk_errors(self, x0, n, k, i, eps):
@@ -190,8 +198,9 @@ class DiffusionClassifier(nn.Module):
         e = torch.cat(out)
         return e.reshape(N, S, K).transpose(1, 2) if self.multi_head else e.reshape(N, K, S)
 
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
-        return dc_logits(self.errors(x), self.weights)
+    def forward(self, x:torch.Tensor, noise:torch.Tensor|None=None, # from `draw_noise`; None: this classifier's own
+               ) -> torch.Tensor:
+        return dc_logits(self.errors(x, noise), self.weights)
 
 # %% ../nbs/api/07_rdc.ipynb #b3d7db64
 class OptimalDenoiser(nn.Module):
@@ -211,6 +220,7 @@ class OptimalDenoiser(nn.Module):
 
 # %% ../nbs/api/07_rdc.ipynb #46c68390
 LM_METHODS = ('adam', 'sign', 'l2')
+LM_CLAMPS = ('output', 'every')
 
 def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
                             method:str='adam', steps:int=5,
@@ -218,9 +228,11 @@ def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
                             sigma_range:tuple=(0.4, 0.6), # σ ~ U(sigma_range) per step
                             eps:float|None=None, # ball around x (required for sign/l2; optional for adam)
                             norm:str|None=None, # the ball's norm; None: 'L2' for method 'l2', else 'Linf'
+                            clamp:str='output', # 'output': only the result is clipped to [0, 1] (the released code); 'every': every iterate to [−1, 1]
                             seed:int=1, create_graph:bool=False) -> torch.Tensor:
     "A few steps lowering the unconditional denoising loss of `x`; returns [0, 1] images."
     if method not in LM_METHODS: raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
+    if clamp not in LM_CLAMPS: raise ValueError(f"clamp must be one of {LM_CLAMPS}, got {clamp!r}")
     if steps < 0: raise ValueError(f"steps must be >= 0, got {steps}")
     if method != 'adam' and eps is None: raise ValueError(f"method={method!r} steps inside an eps-ball: give eps")
     norm = norm or ('L2' if method == 'l2' else 'Linf')
@@ -247,9 +259,9 @@ def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
             d = (z - z0) / 2
             d = d.clamp(-eps, eps) if norm == 'Linf' else d * (eps / d.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).reshape(-1, *[1] * (x.dim() - 1))
             z = z0 + 2 * d
-        z = z.clamp(-1, 1)
+        if clamp == 'every': z = z.clamp(-1, 1)
         if not create_graph: z = z.detach()
-    return from_model_space(z)
+    return from_model_space(z)                                      # clipped to [0, 1]
 
 # %% ../nbs/api/07_rdc.ipynb #af98d142
 LM_GRADS = ('bpda', 'exact')
@@ -257,16 +269,20 @@ LM_GRADS = ('bpda', 'exact')
 class RDC(nn.Module):
     "The Robust Diffusion Classifier: a `DiffusionClassifier` applied to likelihood-maximized inputs."
     def __init__(self, dc:DiffusionClassifier,
-                 D_uncond:nn.Module|None=None, # LM's unconditional denoiser; None: dc.D's 'no class' label
+                 D_uncond:nn.Module|None=None, # LM's unconditional denoiser (the released code: a separate unconditional EDM); None: dc.D's 'no class' label
                  lm_grad:str='bpda', # gradient through LM: 'bpda' (identity) or 'exact'
+                 noise_seed:int|None=0, # the DC's noise: an int fixes it (the released RDC, deterministic); None: fresh every call
                  method:str='adam', steps:int=5, lr:float|None=None, sigma_range:tuple=(0.4, 0.6),
-                 eps:float|None=None, norm:str|None=None, seed:int=1):
+                 eps:float|None=None, norm:str|None=None,
+                 clamp:str='output', # LM's clipping: 'output' (the released code) or 'every' iterate
+                 seed:int=1):
         super().__init__()
         if lm_grad not in LM_GRADS: raise ValueError(f"lm_grad must be one of {LM_GRADS}, got {lm_grad!r}")
         if D_uncond is None and dc.multi_head: raise ValueError("a multi-head model has no unconditional head: pass D_uncond for LM")
-        self.dc, self.D_uncond, self.lm_grad = dc, D_uncond, lm_grad
-        self.lm = dict(method=method, steps=steps, lr=lr, sigma_range=tuple(sigma_range), eps=eps, norm=norm, seed=seed)
         if method not in LM_METHODS: raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
+        if clamp not in LM_CLAMPS: raise ValueError(f"clamp must be one of {LM_CLAMPS}, got {clamp!r}")
+        self.dc, self.D_uncond, self.lm_grad, self.noise_seed = dc, D_uncond, lm_grad, noise_seed
+        self.lm = dict(method=method, steps=steps, lr=lr, sigma_range=tuple(sigma_range), eps=eps, norm=norm, clamp=clamp, seed=seed)
         self.num_classes = dc.num_classes
 
     @property
@@ -275,7 +291,14 @@ class RDC(nn.Module):
         return self.dc.nfe + self.lm['steps']
 
     @property
-    def settings(self) -> dict: return {**self.dc.settings, 'lm': self.lm, 'lm_grad': self.lm_grad}
+    def randomized(self) -> bool:
+        "Whether two calls on the same input may differ (the DC draws fresh noise every call)."
+        return self.noise_seed is None
+
+    @property
+    def settings(self) -> dict:
+        return {**self.dc.settings, 'noise_seed': self.noise_seed, 'lm': self.lm, 'lm_grad': self.lm_grad,
+                'lm_model': 'separate' if self.D_uncond is not None else 'no-class label'}
 
     def purify(self, x:torch.Tensor) -> torch.Tensor:
         "LM(x), with the gradient `lm_grad` selects."
@@ -284,24 +307,34 @@ class RDC(nn.Module):
         xl = likelihood_maximization(D, x, create_graph=exact, **self.lm)
         return xl if exact else x + (xl - x).detach()
 
-    def forward(self, x:torch.Tensor) -> torch.Tensor: return self.dc(self.purify(x))
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        xl = self.purify(x)
+        return self.dc(xl, self.dc.draw_noise(xl, self.noise_seed))
 
 # %% ../nbs/api/07_rdc.ipynb #633c6865
-DEFAULT_SUITE = (
-    {'name': 'aa-rand', 'version': 'rand', 'lm_grad': 'bpda'},
-    {'name': 'apgd-dlr/bpda', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'bpda', 'n_restarts': 1, 'needs_lm': True},
-    {'name': 'apgd-dlr/exact-lm', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'exact', 'n_restarts': 1, 'needs_lm': True},
+DEFAULT_SUITE = (  # randomised models: EOT
+    {'name': 'aa-rand', 'version': 'rand', 'lm_grad': 'bpda', 'n_restarts': 1},
+    {'name': 'apgd-dlr/bpda', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'bpda', 'needs_lm': True},
+    {'name': 'apgd-dlr/exact-lm', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'exact', 'needs_lm': True},
+)
+DETERMINISTIC_SUITE = (  # deterministic models: plain APGD; 'apgd-dlr' is the released attack on RDC
+    {'name': 'apgd-ce', 'version': 'custom', 'attacks': ['apgd-ce'], 'lm_grad': 'bpda', 'eot_iter': 1},
+    {'name': 'apgd-dlr', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'bpda', 'eot_iter': 1},
+    {'name': 'apgd-dlr/exact-lm', 'version': 'custom', 'attacks': ['apgd-dlr'], 'lm_grad': 'exact', 'eot_iter': 1, 'needs_lm': True},
 )
 
 def adaptive_evaluation(model:nn.Module, x:torch.Tensor, y:torch.Tensor, eps:float, norm:str='Linf',
-                        suite=DEFAULT_SUITE, # attack specs (see above)
+                        suite=None, # attack specs (see above); None: DEFAULT_SUITE if the model is randomized, else DETERMINISTIC_SUITE
                         overrides:dict|None=None, # APGD overrides applied to every entry (an entry's own win)
                         seed:int=0, batch_size:int=64, progress:bool=True) -> tuple[pd.DataFrame, dict]:
     "Per-example results of every attack in `suite` and their per-example minimum; returns (table, settings)."
     check_images(x, 'x'); check_threat(eps, norm); check_labels(y, len(x), getattr(model, 'num_classes', None), 'y')
     has_lm = hasattr(model, 'lm_grad')
+    randomized = bool(getattr(model, 'randomized', False))
+    if suite is None: suite = DEFAULT_SUITE if randomized else DETERMINISTIC_SUITE
     rows = pd.DataFrame({'index': range(len(x)), 'label': y.tolist()})
-    settings = {'n_eval': len(x), 'eps': eps, 'norm': norm, 'seed': seed, 'model': getattr(model, 'settings', None), 'attacks': {}}
+    settings = {'n_eval': len(x), 'eps': eps, 'norm': norm, 'seed': seed, 'model': getattr(model, 'settings', None),
+                'randomized': randomized, 'attacks': {}}
     old = getattr(model, 'lm_grad', None)
     with torch.no_grad(): rows['clean'] = (model(x).argmax(1) == y).tolist()
     try:

@@ -242,8 +242,11 @@ def _dmat_effect(m:dict) -> dict:
     rows = [r for r in m['effect'] if r['arm'] == 'equiv-FGSM' and r['metric'] == 'judge_acc']
     return max(rows, key=lambda r: r['noise'])
 
-def _rdc_protocol(m): return (f"worst case of the adaptive suite (APGD {m['n_iter']} iterations, EOT {m['eot_iter']}), "
-                              f"ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e.")
+def _rdc_protocol(m, randomised=False):
+    suite = (f"EOT suite: AutoAttack rand and APGD-DLR (BPDA, exact LM), EOT {m['eot_iter']}" if randomised else
+             "APGD-CE, APGD-DLR (BPDA) and APGD-DLR through LM, no EOT (the released RDC is deterministic)")
+    return (f"worst case per image of the {suite}; {m['n_iter']} iterations, {m.get('n_restarts', 1)} restart(s), "
+            f"ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e.")
 def _dra_protocol(m): return f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"
 
 CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from that experiment's metrics.json
@@ -258,10 +261,10 @@ CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from
          effect=lambda m: m['rdc_robust_min'] - m['at_classifier_robust_min'],
          spread=lambda m: _binom_se(m, 'rdc_robust_min', 'at_classifier_robust_min', 'n_eval'),
          protocol=_rdc_protocol),
-    dict(paper='Chen et al. 2024', claim='likelihood maximization makes the diffusion classifier more robust', exp='rdc',
-         effect=lambda m: m['rdc_robust_min'] - m['dc_robust_min'],
-         spread=lambda m: _binom_se(m, 'rdc_robust_min', 'dc_robust_min', 'n_eval'),
-         protocol=_rdc_protocol),
+    dict(paper='Chen et al. 2024', claim='likelihood maximization makes the diffusion classifier more robust (both with fresh noise)', exp='rdc',
+         effect=lambda m: m['rdc_randomised_robust_min'] - m['dc_robust_min'],
+         spread=lambda m: _binom_se(m, 'rdc_randomised_robust_min', 'dc_robust_min', 'n_eval'),
+         protocol=lambda m: _rdc_protocol(m, randomised=True)),
     dict(paper='Huang et al. 2026', claim="diffusion features are partially robust (a probe on them beats one on a standard classifier under PGD)", exp='analysis',
          effect=lambda m: m['probe_diffusion_pgd'] - m['probe_standard_pgd'],
          spread=lambda m: _binom_se(m, 'probe_diffusion_pgd', 'probe_standard_pgd', 'n_attack'),
@@ -297,7 +300,8 @@ def findings(reports:str|Path, # the reports folder: quick results in NAME/, the
             f = folder/'metrics.json'
             if not f.exists(): row[prof] = None; continue
             m = load_json(f)
-            e, s = float(c['effect'](m)), float(c['spread'](m))
+            try: e, s = float(c['effect'](m)), float(c['spread'](m))
+            except KeyError as k: raise KeyError(f"{f}: no {k} for the claim {c['claim']!r}; rerun {c['exp']}") from None
             row[prof] = {'effect': e, 'spread': s, 'protocol': c['protocol'](m), 'verdict': verdict(e, s), 'source': str(f.relative_to(reports.parent))}
         rows.append(row)
     return rows

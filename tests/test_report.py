@@ -137,8 +137,17 @@ def test_quick_report(tmp_path):
     for name, res in d['results'].items():                                 # per model: clean, each attack, robust_min
         attacks = [res[a] for a in d['evaluation'][name]['attacks']]
         assert attacks and res['robust_min'] <= min(attacks) + 1e-9, name
-    assert set(d['evaluation']['RDC']['attacks']) == {'aa-rand', 'apgd-dlr/bpda', 'apgd-dlr/exact-lm'}
-    assert d['evaluation']['RDC']['attacks']['aa-rand']['eot_iter'] == 2    # the randomised models are attacked with EOT
+    # the defaults follow the released code (issue 14): its weights, a deterministic RDC attacked without EOT (its attack is
+    # APGD-DLR; the quick run records its smaller restart count), LM on a separate unconditional EDM, LM clipping only its output
+    assert (d['weighting'], d['lm_model'], d['lm_clamp'], d['n_restarts']) == ('edm-released', 'train', 'output', 1)
+    assert set(d['evaluation']['RDC']['attacks']) == {'apgd-ce', 'apgd-dlr', 'apgd-dlr/exact-lm'} and not d['evaluation']['RDC']['randomized']
+    assert {a['eot_iter'] for a in d['evaluation']['RDC']['attacks'].values()} == {1}
+    assert {a['n_restarts'] for a in d['evaluation']['RDC']['attacks'].values()} == {1}
+    rnd = d['evaluation']['RDC (randomised)']
+    assert rnd['randomized'] and set(rnd['attacks']) == {'aa-rand', 'apgd-dlr/bpda', 'apgd-dlr/exact-lm'}
+    assert rnd['attacks']['aa-rand']['eot_iter'] == 2 and d['evaluation']['DC']['attacks']['aa-rand']['eot_iter'] == 2  # randomised: EOT
+    assert set(d['dc_kpass_clean_by_weighting']) == {'edm', 'edm-released'}                # both weightings measured
+    assert d['dc_weight_share_below_0.05']['edm-released']['125'] < d['dc_weight_share_below_0.05']['edm']['125']
     assert d['at_classifier_robust_min'] < d['at_classifier_clean'] and d['dc_robust_min'] < d['dc_clean']  # the attacks bite
     assert (out/'rdc'/'accuracy_vs_nfe.png').stat().st_size > 1000 and (out/'rdc'/'robustness.png').stat().st_size > 1000
 
