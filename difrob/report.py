@@ -249,25 +249,25 @@ def _rdc_protocol(m, randomised=False):
             f"ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images; spread: binomial s.e.")
 def _dra_protocol(m): return f"{_aa(m)}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs; spread: seed std"
 
+def _acc_diff(a:str, b:str, n:str='n_eval') -> dict:
+    "A claim's effect a − b, two accuracies of single runs on the same n test images, with the binomial s.e. as spread."
+    return dict(effect=lambda m: m[a] - m[b], spread=lambda m: _binom_se(m, a, b, n))
+
 CLAIMS = [  # paper, claim, experiment, effect, spread, protocol: each read from that experiment's metrics.json
     dict(paper='Wang et al. 2023', claim='adversarial training (TRADES) is robust where standard training is not', exp='train',
-         effect=lambda m: m['autoattack_acc'] - m['standard_autoattack_acc'],
-         spread=lambda m: _binom_se(m, 'autoattack_acc', 'standard_autoattack_acc', 'n_eval'),
+         **_acc_diff('autoattack_acc', 'standard_autoattack_acc'),
          protocol=lambda m: f"{_aa(m, 'autoattack_version', 'autoattack_attacks')}, ε = {m['eps']:g} {m['norm']}, {m['n_eval']} test images, 1 seed; spread: binomial s.e."),
     dict(paper='Wang et al. 2023', claim='generated data raise robust accuracy at equal training steps', exp='generated_at',
          effect=lambda m: m['autoattack_gain'], spread=lambda m: max(m['real_autoattack_std'], m['mixed_autoattack_std']),
          protocol=lambda m: f"{_aa(m)}, {m['n_eval']} test images, {m['seeds']} seeds × {m['epochs']} epochs, {m['generated_images']} generated images; spread: seed std"),
     dict(paper='Chen et al. 2024', claim='RDC is more robust than an adversarially trained classifier', exp='rdc',
-         effect=lambda m: m['rdc_robust_min'] - m['at_classifier_robust_min'],
-         spread=lambda m: _binom_se(m, 'rdc_robust_min', 'at_classifier_robust_min', 'n_eval'),
+         **_acc_diff('rdc_robust_min', 'at_classifier_robust_min'),
          protocol=_rdc_protocol),
     dict(paper='Chen et al. 2024', claim='likelihood maximization makes the diffusion classifier more robust (both with fresh noise)', exp='rdc',
-         effect=lambda m: m['rdc_randomised_robust_min'] - m['dc_robust_min'],
-         spread=lambda m: _binom_se(m, 'rdc_randomised_robust_min', 'dc_robust_min', 'n_eval'),
+         **_acc_diff('rdc_randomised_robust_min', 'dc_robust_min'),
          protocol=lambda m: _rdc_protocol(m, randomised=True)),
     dict(paper='Huang et al. 2026', claim="diffusion features are partially robust (a probe on them beats one on a standard classifier under PGD)", exp='analysis',
-         effect=lambda m: m['probe_diffusion_pgd'] - m['probe_standard_pgd'],
-         spread=lambda m: _binom_se(m, 'probe_diffusion_pgd', 'probe_standard_pgd', 'n_attack'),
+         **_acc_diff('probe_diffusion_pgd', 'probe_standard_pgd', 'n_attack'),
          protocol=lambda m: f"PGD-{m['pgd_steps']} end to end, ε = {m['eps']:g} {m['norm']}, {m['n_attack']} test images; spread: binomial s.e."),
     dict(paper='Huang et al. 2026', claim='DRA raises the robust accuracy of AT (real data)', exp='dra',
          effect=lambda m: m['dra_gain_real_autoattack'], spread=lambda m: max(m['at_autoattack_std'], m['at_dra_autoattack_std']),
