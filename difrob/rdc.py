@@ -11,8 +11,8 @@ import contextlib, math, time
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'LM_METHODS', 'LM_CLAMPS', 'LM_GRADS', 'DEFAULT_SUITE', 'DETERMINISTIC_SUITE', 'dc_grid', 'dc_logits',
            'MultiHeadDenoiser', 'create_multihead_denoiser', 'multihead_from_conditional', 'class_heads',
-           'distillation_loss', 'DiffusionClassifier', 'OptimalDenoiser', 'likelihood_maximization', 'RDC',
-           'adaptive_evaluation', 'summarize_adaptive']
+           'distillation_loss', 'DiffusionClassifier', 'OptimalDenoiser', 'likelihood_maximization', 'LMClassifier',
+           'RDC', 'adaptive_evaluation', 'summarize_adaptive']
 
 # %% ../nbs/api/07_rdc.ipynb #504529b4
 import pandas as pd
@@ -266,29 +266,62 @@ def likelihood_maximization(D, x:torch.Tensor, # [0, 1] images
 # %% ../nbs/api/07_rdc.ipynb #af98d142
 LM_GRADS = ('bpda', 'exact')
 
-class RDC(nn.Module):
-    "The Robust Diffusion Classifier: a `DiffusionClassifier` applied to likelihood-maximized inputs."
-    def __init__(self, dc:DiffusionClassifier,
-                 D_uncond:nn.Module|None=None, # LM's unconditional denoiser (the released code: a separate unconditional EDM); None: dc.D's 'no class' label
+class LMClassifier(nn.Module):
+    "Likelihood maximization in front of any classifier: `clf(LM(x))`, LM run on the unconditional denoiser `D_uncond`."
+    def __init__(self, clf:nn.Module, # the classifier behind LM (an `RDC` puts a `DiffusionClassifier` here)
+                 D_uncond:nn.Module|None, # LM's unconditional denoiser, called as D(x, σ, None)
                  lm_grad:str='bpda', # gradient through LM: 'bpda' (identity) or 'exact'
-                 noise_seed:int|None=0, # the DC's noise: an int fixes it (the released RDC, deterministic); None: fresh every call
                  method:str='adam', steps:int=5, lr:float|None=None, sigma_range:tuple=(0.4, 0.6),
                  eps:float|None=None, norm:str|None=None,
                  clamp:str='output', # LM's clipping: 'output' (the released code) or 'every' iterate
                  seed:int=1):
         super().__init__()
         if lm_grad not in LM_GRADS: raise ValueError(f"lm_grad must be one of {LM_GRADS}, got {lm_grad!r}")
-        if D_uncond is None and dc.multi_head: raise ValueError("a multi-head model has no unconditional head: pass D_uncond for LM")
         if method not in LM_METHODS: raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
         if clamp not in LM_CLAMPS: raise ValueError(f"clamp must be one of {LM_CLAMPS}, got {clamp!r}")
-        self.dc, self.D_uncond, self.lm_grad, self.noise_seed = dc, D_uncond, lm_grad, noise_seed
+        if D_uncond is None and type(self) is LMClassifier: raise ValueError("LMClassifier needs D_uncond, the denoiser LM runs on")
+        self.clf, self.D_uncond, self.lm_grad = clf, D_uncond, lm_grad
         self.lm = dict(method=method, steps=steps, lr=lr, sigma_range=tuple(sigma_range), eps=eps, norm=norm, clamp=clamp, seed=seed)
-        self.num_classes = dc.num_classes
+        self.num_classes = getattr(clf, 'num_classes', None)
 
     @property
     def nfe(self) -> int:
-        "Network evaluations per image: the DC's forwards plus one forward (and backward) per LM step."
-        return self.dc.nfe + self.lm['steps']
+        "Network evaluations per image: the classifier's forwards plus one forward (and backward) per LM step."
+        return getattr(self.clf, 'nfe', 1) + self.lm['steps']
+
+    @property
+    def randomized(self) -> bool:
+        "Whether two calls on the same input may differ: LM is seeded, so only if the classifier is randomised."
+        return bool(getattr(self.clf, 'randomized', False))
+
+    @property
+    def settings(self) -> dict:
+        return {'classifier': getattr(self.clf, 'settings', type(self.clf).__name__), 'lm': self.lm, 'lm_grad': self.lm_grad,
+                'lm_model': 'separate' if self.D_uncond is not None else 'no-class label'}
+
+    def lm_model(self) -> nn.Module: return self.D_uncond
+
+    def purify(self, x:torch.Tensor) -> torch.Tensor:
+        "LM(x), with the gradient `lm_grad` selects."
+        exact = self.lm_grad == 'exact' and torch.is_grad_enabled() and x.requires_grad
+        xl = likelihood_maximization(self.lm_model(), x, create_graph=exact, **self.lm)
+        return xl if exact else x + (xl - x).detach()
+
+    def forward(self, x:torch.Tensor) -> torch.Tensor: return self.clf(self.purify(x))
+
+class RDC(LMClassifier):
+    "The Robust Diffusion Classifier: a `DiffusionClassifier` applied to likelihood-maximized inputs."
+    def __init__(self, dc:DiffusionClassifier,
+                 D_uncond:nn.Module|None=None, # LM's unconditional denoiser (the released code: a separate unconditional EDM); None: dc.D's 'no class' label
+                 lm_grad:str='bpda', # gradient through LM: 'bpda' (identity) or 'exact'
+                 noise_seed:int|None=0, # the DC's noise: an int fixes it (the released RDC, deterministic); None: fresh every call
+                 **lm): # LM's settings, as `LMClassifier`'s (method, steps, lr, sigma_range, eps, norm, clamp, seed)
+        if D_uncond is None and dc.multi_head: raise ValueError("a multi-head model has no unconditional head: pass D_uncond for LM")
+        super().__init__(dc, D_uncond, lm_grad, **lm)
+        self.noise_seed = noise_seed
+
+    @property
+    def dc(self) -> DiffusionClassifier: return self.clf
 
     @property
     def randomized(self) -> bool:
@@ -300,12 +333,7 @@ class RDC(nn.Module):
         return {**self.dc.settings, 'noise_seed': self.noise_seed, 'lm': self.lm, 'lm_grad': self.lm_grad,
                 'lm_model': 'separate' if self.D_uncond is not None else 'no-class label'}
 
-    def purify(self, x:torch.Tensor) -> torch.Tensor:
-        "LM(x), with the gradient `lm_grad` selects."
-        D = self.D_uncond if self.D_uncond is not None else self.dc.D
-        exact = self.lm_grad == 'exact' and torch.is_grad_enabled() and x.requires_grad
-        xl = likelihood_maximization(D, x, create_graph=exact, **self.lm)
-        return xl if exact else x + (xl - x).detach()
+    def lm_model(self) -> nn.Module: return self.D_uncond if self.D_uncond is not None else self.dc.D
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         xl = self.purify(x)
