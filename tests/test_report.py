@@ -147,6 +147,16 @@ def test_quick_report(tmp_path):
     assert rnd['randomized'] and set(rnd['attacks']) == {'aa-rand', 'apgd-dlr/bpda', 'apgd-dlr/exact-lm'}
     assert rnd['attacks']['aa-rand']['eot_iter'] == 2 and d['evaluation']['DC']['attacks']['aa-rand']['eot_iter'] == 2  # randomised: EOT
     assert set(d['dc_kpass_clean_by_weighting']) == {'edm', 'edm-released'}                # both weightings measured
+    # LM alone (issue 14): the same LM in front of the AT classifier, attacked like the RDC (exact gradients through LM included);
+    # the LM sweep's default row is the attacked RDC, so its clean accuracy is the LM table's default row's
+    lm_at = d['evaluation']['AT classifier + LM']
+    assert set(lm_at['attacks']) == {'apgd-ce', 'apgd-dlr', 'apgd-dlr/exact-lm'} and not lm_at['randomized']
+    assert lm_at['model']['lm'] == d['evaluation']['RDC']['model']['lm']
+    assert abs(d['lm_gain_at'] - (d['at_classifier_lm_robust_min'] - d['at_classifier_robust_min'])) < 1e-9
+    sw = pd.DataFrame(d['lm_sweep'])
+    assert len(sw) == 9 and sw['LM'].iloc[0] == 'default (released)' and sw['clean'].between(0, 1).all()
+    assert abs(sw['clean'].iloc[0] - d['rdc_clean_by_lm'][0]['clean']) < 1e-9         # the same RDC on the same images
+    assert (sw['mean |LM(x) - x|'] > 0).all() and (out/'rdc'/'lm_sweep.png').stat().st_size > 1000
     assert d['dc_weight_share_below_0.05']['edm-released']['125'] < d['dc_weight_share_below_0.05']['edm']['125']
     assert d['at_classifier_robust_min'] < d['at_classifier_clean'] and d['dc_robust_min'] < d['dc_clean']  # the attacks bite
     assert (out/'rdc'/'accuracy_vs_nfe.png').stat().st_size > 1000 and (out/'rdc'/'robustness.png').stat().st_size > 1000
@@ -247,3 +257,16 @@ def test_profiles_name_real_parameters():
             known = parameters(exps[name]['path'])
             unknown = set(params) - set(known)
             assert not unknown, f'{prof.name}: {name} has no parameter(s) {sorted(unknown)}'
+
+
+def test_papermill_parses_every_parameter_line(caplog):
+    "papermill's parser accepts every line of every experiment's parameters cell: a comment it cannot parse (one with '=')"
+    " prints 'Unable to parse line' at the top of every run and hides the parameter from `papermill --help-notebook`."
+    import logging
+    from papermill.translators import PythonTranslator
+    from difrob.report import experiment_notebooks
+    for name, e in experiment_notebooks(ROOT/'nbs').items():
+        cell = next(c for c in nbformat.read(str(e['path']), as_version=4).cells if 'parameters' in c.metadata.get('tags', []))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING): PythonTranslator.inspect(cell)
+        assert not [r.getMessage() for r in caplog.records if 'Unable to parse' in r.getMessage()], name
