@@ -74,3 +74,22 @@ def test_front_page_findings_match_the_metrics():
     r = subprocess.run([sys.executable, str(ROOT/'tools'/'findings.py'), '--check'], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert '<!-- findings:start -->\n| paper | claim |' in (ROOT/'README.md').read_text()
+
+
+def test_license_and_citation():
+    "LICENSE is the Apache 2.0 text the metadata names; CITATION.cff is valid CFF and cites every paper the findings table names."
+    import tomllib, yaml
+    from difrob.report import CLAIMS
+    lic = (ROOT/'LICENSE').read_text()
+    assert 'Apache License' in lic and 'Version 2.0, January 2004' in lic and 'END OF TERMS AND CONDITIONS' in lic
+    meta = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']
+    cff = yaml.safe_load((ROOT/'CITATION.cff').read_text())
+    assert cff['cff-version'] == '1.2.0' and cff['message'] and cff['authors'] and cff['type'] == 'software'
+    assert cff['license'] == meta['license'] == 'Apache-2.0' and cff['title'].startswith(meta['name'] + ':')
+    for r in cff['references']:
+        assert r['type'] in ('conference-paper', 'article') and r['title'] and isinstance(r['year'], int), r
+        assert all(a['family-names'] and a['given-names'] for a in r['authors']), r['title']
+        assert any(i['value'].startswith('arXiv:') for i in r['identifiers']), r['title']
+    cited = {(r['authors'][0]['family-names'], r['year']) for r in cff['references']}
+    named = {(c['paper'].split()[0], int(c['paper'].split()[-1])) for c in CLAIMS}   # 'Wang et al. 2023'
+    assert named <= cited, f'papers in the findings table without a reference in CITATION.cff: {named - cited}'
