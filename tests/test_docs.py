@@ -93,3 +93,13 @@ def test_license_and_citation():
     cited = {(r['authors'][0]['family-names'], r['year']) for r in cff['references']}
     named = {(c['paper'].split()[0], int(c['paper'].split()[-1])) for c in CLAIMS}   # 'Wang et al. 2023'
     assert named <= cited, f'papers in the findings table without a reference in CITATION.cff: {named - cited}'
+
+
+def test_workflows_are_nbdev3s(tmp_path):
+    "The GitHub workflows are nbdev 3's: nbdev's own migration (`nbdev-migrate-config`'s workflow step) has nothing left to change."
+    from nbdev.migrate import _migrate_workflows
+    shutil.copytree(ROOT/'.github', tmp_path/'.github')
+    _migrate_workflows(tmp_path)
+    for f in (ROOT/'.github'/'workflows').glob('*.y*ml'):
+        assert f.read_text() == (tmp_path/'.github'/'workflows'/f.name).read_text(), f'{f.name} uses nbdev 2 workflows'
+    assert 'AnswerDotAI/workflows/quarto-ghp3@' in (ROOT/'.github'/'workflows'/'deploy.yaml').read_text()
