@@ -279,8 +279,8 @@ class LMClassifier(nn.Module):
         if lm_grad not in LM_GRADS: raise ValueError(f"lm_grad must be one of {LM_GRADS}, got {lm_grad!r}")
         if method not in LM_METHODS: raise ValueError(f"method must be one of {LM_METHODS}, got {method!r}")
         if clamp not in LM_CLAMPS: raise ValueError(f"clamp must be one of {LM_CLAMPS}, got {clamp!r}")
-        if D_uncond is None and type(self) is LMClassifier: raise ValueError("LMClassifier needs D_uncond, the denoiser LM runs on")
         self.clf, self.D_uncond, self.lm_grad = clf, D_uncond, lm_grad
+        if self.lm_model() is None: raise ValueError("LMClassifier needs D_uncond, the denoiser LM runs on")
         self.lm = dict(method=method, steps=steps, lr=lr, sigma_range=tuple(sigma_range), eps=eps, norm=norm, clamp=clamp, seed=seed)
         self.num_classes = getattr(clf, 'num_classes', None)
 
@@ -330,8 +330,8 @@ class RDC(LMClassifier):
 
     @property
     def settings(self) -> dict:
-        return {**self.dc.settings, 'noise_seed': self.noise_seed, 'lm': self.lm, 'lm_grad': self.lm_grad,
-                'lm_model': 'separate' if self.D_uncond is not None else 'no-class label'}
+        s = super().settings; del s['classifier']
+        return {**self.dc.settings, 'noise_seed': self.noise_seed, **s}
 
     def lm_model(self) -> nn.Module: return self.D_uncond if self.D_uncond is not None else self.dc.D
 
