@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets needed, and readable in an executed notebook
 from .core import atomic_write, key_diff, load_json, model_hash, save_json, tensor_hash
 from .data import check_images, check_labels
 

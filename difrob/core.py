@@ -6,19 +6,22 @@ Docs: https://difrob.github.io/difrob/api/core.html.md"""
 
 # %% ../nbs/api/00_core.ipynb #a6ff28cd
 from __future__ import annotations
-import contextlib, datetime, fcntl, hashlib, importlib.metadata, json, os, platform, random, shutil, socket, subprocess, sys, tempfile, types, typing, uuid, warnings
+import argparse, contextlib, datetime, hashlib, inspect, importlib.metadata, json, os, platform, random, shutil, socket, subprocess, sys, tempfile, types, typing, uuid, warnings
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['LOCK_FILE', 'seed_everything', 'get_device', 'FolderInUse', 'FolderLock', 'remove_stale_tmp', 'project_root',
            'report_dir', 'check_params', 'atomic_write', 'to_jsonable', 'json_normal', 'save_json', 'load_json',
-           'git_info', 'package_versions', 'provenance', 'save_metrics', 'tensor_hash', 'model_hash', 'callable_key',
-           'key_diff', 'InputsChanged', 'check_key', 'save_weights', 'load_weights', 'file_sha256', 'rng_state',
-           'set_rng_state', 'train_state', 'load_train_state', 'clear_checkpoints', 'resume_from', 'reuse_results']
+           'EpochLog', 'git_info', 'package_versions', 'provenance', 'save_metrics', 'tensor_hash', 'model_hash',
+           'callable_key', 'key_diff', 'InputsChanged', 'check_key', 'save_weights', 'load_weights', 'file_sha256',
+           'rng_state', 'set_rng_state', 'train_state', 'load_train_state', 'clear_checkpoints', 'resume_from',
+           'reuse_results', 'many', 'cli_parser', 'run_cli']
 
 # %% ../nbs/api/00_core.ipynb #c34652ba
 import numpy as np
 import torch
+from fastcore.script import anno_parser
+from filelock import ReadWriteLock, Timeout
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -70,13 +73,13 @@ def _alive(rec:dict) -> bool:
     except PermissionError: return True
 
 class FolderLock:
-    "One writer per folder: an advisory lock on `folder/.difrob.lock`, held until `release()` (or the process ends, a kill included)."
+    "One writer per folder: a cross-platform lock (filelock's SQLite read-write lock, `folder/.difrob.lock.db`), held until `release()` or the process ends, a kill included; `folder/.difrob.lock` names the holders."
     _held = {}  # lock file -> [lock, count]: re-entrant within a process (a notebook cell run twice)
     def __init__(self, folder:str|Path, # the folder to hold (created)
                  shared:bool=False, # shared: cooperating writers (the ranks of one generation); exclusive: one run
                  clean:bool=False, # on taking it while no other process holds it, delete what killed writers left (`remove_stale_tmp`)
                 ):
-        self.folder, self.shared, self.clean, self.fd = Path(folder).expanduser().resolve(), shared, clean, None
+        self.folder, self.shared, self.clean, self.rw = Path(folder).expanduser().resolve(), shared, clean, None
         self.path = self.folder/LOCK_FILE
 
     def holders(self) -> list:
@@ -92,30 +95,31 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         key = str(self.path)
         if key in FolderLock._held:
-            FolderLock._held[key][1] += 1; self.fd = FolderLock._held[key][0].fd; return self
+            FolderLock._held[key][1] += 1; self.rw = FolderLock._held[key][0].rw; return self
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+            with open(self.path, 'a', encoding='utf-8'): pass
+            rw = ReadWriteLock(str(self.path) + '.db', is_singleton=False)
         except OSError as e:
-            raise PermissionError(f"{self.folder}: cannot write here ({e.strerror}); choose a writable folder") from None
+            raise PermissionError(f"{self.folder}: cannot write here ({e.strerror or e}); choose a writable folder") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)  # alone: forget the records of earlier holders
+            rw.acquire_write(blocking=False)  # alone: forget the records of earlier holders, clean up after killed ones
+            with open(self.path, 'w', encoding='utf-8'): pass
             if self.clean: remove_stale_tmp(self.folder)
-            if self.shared: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if self.shared: rw.release(); rw.acquire_read(blocking=False)  # no downgrade in place: an exclusive run taking it in between wins
+        except Timeout:
             try:
-                if not self.shared: raise BlockingIOError
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                if not self.shared: raise Timeout(str(self.path))
+                rw.acquire_read(blocking=False)
+            except Timeout:
+                rw.close()
                 who = '; '.join(f"pid {r.get('pid')} on {r.get('host')} since {r.get('since')}: {r.get('command')}" for r in self.holders())
                 raise FolderInUse(f"{self.folder} is in use by another difrob run ({who or 'a process that holds its lock'}); "
                                   f"wait for it to finish, or give this run another folder") from None
         rec = {'pid': os.getpid(), 'host': socket.gethostname(), 'shared': self.shared,
                'since': datetime.datetime.now().isoformat(timespec='seconds'), 'command': ' '.join(sys.argv)[:300]}
-        os.write(fd, (json.dumps(rec) + '\n').encode())
-        self.fd = fd; FolderLock._held[key] = [self, 1]
+        with open(self.path, 'a', encoding='utf-8') as f: f.write(json.dumps(rec) + '\n')
+        self.rw = rw; FolderLock._held[key] = [self, 1]
         return self
 
     def release(self):
@@ -124,7 +128,7 @@ class FolderLock:
         FolderLock._held[key][1] -= 1
         if FolderLock._held[key][1] == 0:
             lock = FolderLock._held.pop(key)[0]
-            with contextlib.suppress(OSError): fcntl.flock(lock.fd, fcntl.LOCK_UN); os.close(lock.fd)
+            with contextlib.suppress(OSError, RuntimeError): lock.rw.close()
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
@@ -137,9 +141,10 @@ def remove_stale_tmp(folder:str|Path) -> list:
     return gone
 
 # %% ../nbs/api/00_core.ipynb #7d37c2f7
-def project_root() -> Path|None:
-    "The difrob project folder holding `pyproject.toml` and `nbs/`, or `None` for a plain installed package."
-    here = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd()
+def project_root(start:str|Path|None=None, # where to look from (default: the working folder)
+                ) -> Path|None:
+    "The difrob clone (a folder with `pyproject.toml`, `nbs/` and `difrob/`) holding `start`, or `None` outside any."
+    here = Path(start if start is not None else Path.cwd()).resolve()
     for d in [here, *here.parents]:
         if (d/'pyproject.toml').exists() and (d/'nbs').is_dir() and (d/'difrob').is_dir(): return d
     return None
@@ -240,6 +245,32 @@ def load_json(path:str|Path):
     if not path.exists(): raise FileNotFoundError(f"{path}: no such file")
     try: return json.loads(path.read_text(encoding='utf-8'))
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+# %% ../nbs/api/00_core.ipynb #4494f387
+class EpochLog:
+    "`out/log.jsonl`, one JSON line per epoch, flushed as written; with `tensorboard`, the numeric fields as scalars in `out/tensorboard` (step: the epoch)."
+    def __init__(self, out:str|Path, # the run's folder
+                 history:list=(), # the epochs already done (a resumed run's): the log starts with exactly these
+                 tensorboard:bool=False):
+        self.path, self.tb = Path(out)/'log.jsonl', None
+        with atomic_write(self.path, 'w') as f: f.writelines(json.dumps(to_jsonable(r)) + '\n' for r in history)
+        if tensorboard:
+            try: from torch.utils.tensorboard import SummaryWriter
+            except ImportError: raise ImportError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+            self.tb = SummaryWriter(str(Path(out)/'tensorboard'), purge_step=len(history))  # drops the events of epochs a resume redoes
+        self.f = open(self.path, 'a', encoding='utf-8')
+
+    def write(self, rec:dict):
+        "Append one epoch's record (it must have an 'epoch' field) and flush it to disk."
+        self.f.write(json.dumps(to_jsonable(rec)) + '\n'); self.f.flush(); os.fsync(self.f.fileno())
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k != 'epoch' and isinstance(v, (int, float)) and not isinstance(v, bool): self.tb.add_scalar(k, v, rec['epoch'])
+            self.tb.flush()
+
+    def close(self):
+        self.f.close()
+        if self.tb is not None: self.tb.close()
 
 # %% ../nbs/api/00_core.ipynb #4fbe682a
 _tracked_packages = ('difrob', 'torch', 'torchvision', 'diffusers', 'pyautoattack', 'numpy', 'scikit-learn', 'safetensors')
@@ -567,3 +598,25 @@ def reuse_results(src:str|Path, # another experiment's output folder
             else: shutil.copy2(s, tmp)
             os.replace(tmp, d); done.append(b)
     return done
+
+# %% ../nbs/api/00_core.ipynb #2af0d478
+def many(t:type=str) -> dict:
+    "Annotate a list option `Annotated[list[T] | None, many(T)]`: it takes its values after one flag, `--name a b c`."
+    return {'nargs': '+', 'type': t, 'metavar': f'({t.__name__})'}
+
+def cli_parser(fn, # the command: its parameters are the options, its docstring the description
+               prog:str, # the command's name
+               pos:list|None=None, # the parameters that are positional arguments
+               config:type|None=None, # a dataclass whose fields are options too, passed to `fn`'s **kwargs
+              ) -> argparse.ArgumentParser:
+    "One argument parser from commented signatures (fastcore's `anno_parser`): every option typed, with its default and comment."
+    parents = [anno_parser(fn, pos=pos)] + ([anno_parser(config)] if config is not None else [])
+    return argparse.ArgumentParser(prog=prog, description=inspect.cleandoc(fn.__doc__ or ''), parents=parents, conflict_handler='resolve')
+
+def run_cli(fn, prog:str, argv:list|None=None, pos:list|None=None, config:type|None=None):
+    "Parse `argv` (default: the command line) with `cli_parser` and call `fn`; a bad input ends as `prog: error: ...`, exit status 2."
+    a = vars(cli_parser(fn, prog, pos, config).parse_args(argv))
+    for k in ('pdb', 'xtra'): a.pop(k, None)
+    try: return fn(**a)
+    except (ValueError, FileNotFoundError, FolderInUse) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr); sys.exit(2)

@@ -6,7 +6,7 @@ Docs: https://difrob.github.io/difrob/api/data.html.md"""
 
 # %% ../nbs/api/01_data.ipynb #e5b2f7f4
 from __future__ import annotations
-import contextlib, fcntl, hashlib, json, math, os, struct, warnings, zipfile, zlib
+import contextlib, hashlib, json, math, os, struct, warnings, zipfile, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,8 @@ __all__ = ['DIGITS_TEST_SIZE', 'DATASETS', 'TINY_URL', 'check_images', 'check_la
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from filelock import FileLock
+from tqdm import tqdm  # text bars: no ipywidgets needed, and readable in an executed notebook
 from .core import FolderLock, atomic_write, file_sha256, json_normal, key_diff, load_json, save_json, tensor_hash
 
 # %% ../nbs/api/01_data.ipynb #41b459b4
@@ -359,10 +360,7 @@ class ShardStore:
     @contextlib.contextmanager
     def _lock(self):
         "Hold an exclusive lock on the manifest (other processes adding shards wait)."
-        with open(self.path/'.manifest.lock', 'a') as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try: yield
-            finally: fcntl.flock(f, fcntl.LOCK_UN)
+        with FileLock(self.path/'.manifest.lock'): yield
 
     @property
     def manifest(self) -> dict: return load_json(self.path/self.MANIFEST)

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler, UNet2DModel
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
-from .core import (FolderLock, callable_key, get_device, load_train_state, load_weights, model_hash, resume_from,
+from tqdm import tqdm  # text bars: no ipywidgets needed, and readable in an executed notebook
+from .core import (EpochLog, FolderLock, callable_key, get_device, load_train_state, load_weights, model_hash, resume_from,
                          save_json, save_weights, seed_everything, train_state)
 from .data import ImageData, check_images
 
@@ -265,10 +265,11 @@ def edm_schedule(nimg:int, # images seen before this batch
     return lr, 0.5 ** (batch / max(half, 1e-8))
 
 def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] with labels
-                    cfg:DiffusionConfig, out_dir:str|Path|None=None, # checkpoints/ and history.json go here
+                    cfg:DiffusionConfig, out_dir:str|Path|None=None, # checkpoints/, history.json and the per-epoch log.jsonl go here
                     resume:bool|str=False, # True: continue from out_dir/checkpoints/last (refused if made from other inputs); 'auto': continue if they match, else start over
                     progress:bool=True,
                     loss_fn=None, # per-image loss (D, x0, y, generator) -> (N,); None: `edm_loss` with cfg's P_mean, P_std, p_uncond
+                    tensorboard:bool=False, # also write the per-epoch scalars to out_dir/tensorboard (needs the tensorboard package)
                    ) -> tuple[EDMDenoiser, list]:
     "Train `D` with the EDM loss (or `loss_fn`); return (EMA denoiser, history). With `out_dir`, the run holds that folder while it lives."
     run_key = {'config': dataclasses.asdict(cfg), 'data': data.fingerprint(), 'model': {'config': D.config, 'init_sha256': model_hash(D)},
@@ -278,6 +279,7 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
         raise ValueError(f"the data has {data.num_classes} classes, the denoiser {D.num_classes}")
     want = tuple(D.shape) if hasattr(D, 'shape') else (D.channels, D.resolution, D.resolution)  # a denoiser of non-square data (points) names its shape
     if tuple(data.shape) != want: raise ValueError(f"images are {tuple(data.shape)}, the denoiser expects {want}")
+    if tensorboard and out_dir is None: raise ValueError("tensorboard=True needs an out_dir to write to")
     dev = get_device(cfg.device)
     seed_everything(cfg.seed)
     D = D.to(dev).train()
@@ -286,10 +288,12 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
     ema = AveragedModel(D, avg_fn=lambda a, m, n: beta['b'] * a + (1 - beta['b']) * m, use_buffers=True)
     ck = Path(out_dir)/'checkpoints' if out_dir is not None else None
     lock = FolderLock(out_dir, clean=True).acquire() if out_dir is not None else None  # one run per folder, refused before any work
+    log = None
     try:
         history, start, nimg = [], 0, 0
         meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': D, 'ema': ema}, opt, key=run_key))
         if meta is not None: history, start, nimg = meta['history'], meta['epoch'] + 1, meta['nimg']
+        log = EpochLog(out_dir, history, tensorboard) if out_dir is not None else None  # the epochs the checkpoint holds
         x_all, y_all = to_model_space(data.x), data.y
         n = len(x_all)
         for epoch in range(start, cfg.epochs):
@@ -316,7 +320,8 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
                 nimg += len(idx)
                 tot += loss.item() * len(idx); cnt += len(idx)
                 bar.set_postfix(loss=f'{tot / cnt:.4f}')
-            history.append({'epoch': epoch, 'loss': tot / cnt, 'kimg': nimg / 1000, 'seconds': time.time() - t0})
+            history.append({'epoch': epoch, 'loss': tot / cnt, 'kimg': nimg / 1000, 'lr': lr, 'seconds': time.time() - t0})
+            if log is not None: log.write(history[-1])
             if ck is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
                 t, meta = train_state({'model': D, 'ema': ema}, opt)
                 save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='diffusion-train-state', key=run_key, epoch=epoch, nimg=nimg,
@@ -324,6 +329,7 @@ def train_diffusion(D:EDMDenoiser, data:ImageData, # training images in [0, 1] w
         if out_dir is not None: save_json(Path(out_dir)/'history.json', history)
         return ema.module.eval(), history
     finally:
+        if log is not None: log.close()
         if lock is not None: lock.release()
 
 # %% ../nbs/api/04_diffusion.ipynb #78d06fe2

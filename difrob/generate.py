@@ -6,19 +6,21 @@ Docs: https://difrob.github.io/difrob/api/generate.html.md"""
 
 # %% ../nbs/api/05_generate.ipynb #b6961d62
 from __future__ import annotations
-import argparse, os, time
+import os, time
 from pathlib import Path
+from typing import Annotated
 
 # %% auto #0
 __all__ = ['shard_plan', 'to_uint8_edm', 'generate_images', 'dist_info', 'generate', 'generation_stats', 'class_probabilities',
-           'filter_generated', 'frechet_distance', 'classifier_features', 'inception_features', 'difrob_generate']
+           'filter_generated', 'frechet_distance', 'classifier_features', 'inception_features', 'difrob_generate_cli',
+           'difrob_generate']
 
 # %% ../nbs/api/05_generate.ipynb #09f70685
 import numpy as np
 import torch
 from scipy import linalg
-from tqdm.auto import tqdm
-from .core import FolderLock, get_device, model_hash
+from tqdm import tqdm  # text bars: no ipywidgets needed, and readable in an executed notebook
+from .core import FolderLock, get_device, many, model_hash, run_cli
 from .data import GeneratedData, ShardStore, load_generated, merge_generated
 from .diffusion import (ClassifierFreeGuidance, EDMDenoiser, FixedBatch, SAMPLERS, edm_sigmas, load_denoiser,
                               randn, sample)
@@ -208,53 +210,55 @@ def inception_features(x:torch.Tensor, # [0, 1] images, 1 or 3 channels
     return torch.cat(out).numpy()
 
 # %% ../nbs/api/05_generate.ipynb #0cce4d24
-def _parser():
-    p = argparse.ArgumentParser(prog='difrob-generate', description='Class-conditional EDM generation into a resumable shard store.')
-    p.add_argument('model', help='difrob denoiser checkpoint, diffusers folder or hub id')
-    p.add_argument('out', help='the shard store folder (created; rerun to resume)')
-    p.add_argument('--n-per-class', type=int, required=True)
-    p.add_argument('--classes', type=int, nargs='*', default=None)
-    p.add_argument('--sampler', default='heun', choices=SAMPLERS)
-    p.add_argument('--steps', type=int, default=18)
-    p.add_argument('--sigma-min', type=float, default=0.002); p.add_argument('--sigma-max', type=float, default=80.0)
-    p.add_argument('--rho', type=float, default=7.0)
-    p.add_argument('--S-churn', type=float, default=0.0); p.add_argument('--S-min', type=float, default=0.0)
-    p.add_argument('--S-max', type=float, default=float('inf')); p.add_argument('--S-noise', type=float, default=1.0)
-    p.add_argument('--cfg-scale', type=float, default=1.0)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--shard-size', type=int, default=1000)
-    p.add_argument('--batch-size', type=int, default=256)
-    p.add_argument('--net-batch', type=int, default=64)
-    p.add_argument('--bf16', action='store_true')
-    p.add_argument('--device', default='auto')
-    p.add_argument('--merge', default=None, help='write all images to this .npz (DM-Improves-AT format)')
-    p.add_argument('--filter-model', default=None, help='a difrob classifier (models.save_model) to filter with')
-    p.add_argument('--top-fraction', type=float, default=0.2)
-    p.add_argument('--filtered', default=None, help='the filtered .npz (default OUT/filtered-top<fraction>.npz)')
-    p.add_argument('--replace', action='store_true', help='if OUT holds images of another model or other settings, delete them and start over')
-    p.add_argument('--quiet', action='store_true')
-    return p
-
-def difrob_generate(argv=None):
-    "Console entry point `difrob-generate`."
-    a = _parser().parse_args(argv)
+def difrob_generate_cli(
+    model:str, # difrob denoiser checkpoint, diffusers folder or hub id
+    out:str, # the shard store folder (created; run again to resume)
+    n_per_class:Annotated[int, {'required': True, 'opt': True}], # images per class
+    classes:Annotated[list[int] | None, many(int)]=None, # just these classes (default: all)
+    sampler:str='heun', # 'heun' (EDM's deterministic 2nd order) or 'euler'
+    steps:int=18, # sampler steps (Heun: 2*steps-1 network evaluations)
+    sigma_min:float=0.002, # the lowest noise level of the schedule
+    sigma_max:float=80.0, # the highest noise level (where sampling starts)
+    rho:float=7.0, # EDM's time-step exponent
+    s_churn:float=0.0, # EDM's stochasticity S_churn (0: the deterministic sampler)
+    s_min:float=0.0, # noise is added only where S_min <= sigma <= S_max
+    s_max:float=float('inf'), # see s_min
+    s_noise:float=1.0, # EDM's S_noise: the scale of the added noise
+    cfg_scale:float=1.0, # classifier-free guidance weight (1: none)
+    seed:int=0, # image i of class c comes from seed (seed, c, i), whatever the sharding
+    shard_size:int=1000, # images per shard file
+    batch_size:int=256, # images per shard batch
+    net_batch:int=64, # images per network call
+    bf16:bool=False, # bf16 autocast
+    device:str='auto', # 'auto', 'cpu', 'cuda', 'cuda:1', ...
+    merge:str|None=None, # write all images to this .npz (DM-Improves-AT's format)
+    filter_model:str|None=None, # a difrob classifier (models.save_model) to filter with
+    top_fraction:float=0.2, # the fraction of each class the filter keeps
+    filtered:str|None=None, # the filtered .npz (default OUT/filtered-top<fraction>.npz)
+    replace:bool=False, # if OUT holds images of another model or other settings, delete them and start over
+    quiet:bool=False, # no progress bar
+):
+    "Class-conditional EDM generation into a resumable shard store; under torchrun, each rank takes its share of the shards."
     rank, world = dist_info()
-    if world > 1 and (a.merge or a.filter_model):
+    if world > 1 and (merge or filter_model):
         import torch.distributed as dist
         if not dist.is_initialized(): dist.init_process_group('gloo')
-    D = load_denoiser(a.model)
-    store = generate(D, a.out, a.n_per_class, a.classes, a.sampler, a.steps, a.sigma_min, a.sigma_max, a.rho,
-                     a.S_churn, a.S_min, a.S_max, a.S_noise, a.cfg_scale, a.seed, a.shard_size, a.batch_size,
-                     a.net_batch, a.bf16, a.device, rank, world, a.replace, progress=not a.quiet)
-    if world > 1 and (a.merge or a.filter_model): torch.distributed.barrier()
+    D = load_denoiser(model)
+    store = generate(D, out, n_per_class, classes, sampler, steps, sigma_min, sigma_max, rho, s_churn, s_min, s_max, s_noise, cfg_scale,
+                     seed, shard_size, batch_size, net_batch, bf16, device, rank, world, replace, progress=not quiet)
+    if world > 1 and (merge or filter_model): torch.distributed.barrier()
     if rank == 0:
         st, data = generation_stats(store), store.load()  # checksums verified once, for merging and filtering
-        print(f"{a.out}: {st['images']} images in {st['shards']} shards, NFE {st['nfe']}, "
+        print(f"{out}: {st['images']} images in {st['shards']} shards, NFE {st['nfe']}, "
               f"{st['images_per_second'] or 0:.1f} images/s (generation time summed over shards)")
-        if a.merge: print(f"merged: {merge_generated(data, a.merge)}")
-        if a.filter_model:
+        if merge: print(f"merged: {merge_generated(data, merge)}")
+        if filter_model:
             from difrob.models import load_model
-            dst = a.filtered or Path(a.out)/f'filtered-top{a.top_fraction:g}.npz'
-            fs = filter_generated(data, load_model(a.filter_model), dst, a.top_fraction, device=a.device)
+            dst = filtered or Path(out)/f'filtered-top{top_fraction:g}.npz'
+            fs = filter_generated(data, load_model(filter_model), dst, top_fraction, device=device)
             print(f"filtered: kept {fs['kept']} of {fs['of']} -> {dst}")
     return 0
+
+def difrob_generate(argv=None):
+    "Console entry point `difrob-generate` (see `difrob_generate_cli` for the options)."
+    return run_cli(difrob_generate_cli, 'difrob-generate', argv, pos=['model', 'out'])

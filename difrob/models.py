@@ -8,16 +8,18 @@ Docs: https://difrob.github.io/difrob/api/models.html.md"""
 from __future__ import annotations
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['DATASET_STATS', 'dataset_stats', 'Classifier', 'SmallCNN', 'PreActBlock', 'PreActResNet18', 'WideBlock', 'WideResNet',
-           'create_model', 'save_model', 'load_model']
+           'create_model', 'save_model', 'load_model', 'from_dm_state_dict', 'to_dm_state_dict', 'load_dm_checkpoint',
+           'save_dm_checkpoint', 'model_card']
 
 # %% ../nbs/api/02_models.ipynb #80ca671f
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import load_weights, save_weights
+from .core import atomic_write, load_weights, save_json, save_weights
 
 # %% ../nbs/api/02_models.ipynb #96d2292b
 DATASET_STATS = {
@@ -170,3 +172,79 @@ def load_model(path, device='cpu') -> Classifier:
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path}: not a difrob classifier checkpoint, or its config was edited: {type(e).__name__}: {e}") from None
     return model.to(device)
+
+# %% ../nbs/api/02_models.ipynb #74e90aa8
+_DM_PARTS = {'batchnorm_0': 'bn0', 'conv_0': 'conv0', 'batchnorm_1': 'bn1', 'conv_1': 'conv1', 'shortcut': 'shortcut'}
+_DM_TOP = ('init_conv.', 'layer.', 'batchnorm.', 'logits.')
+
+def _from_dm_key(k:str) -> str|None:
+    if k.startswith('init_conv.'): return 'blocks.stem.' + k[len('init_conv.'):]
+    if k.startswith('batchnorm.'): return 'head.0.' + k[len('batchnorm.'):]
+    if k.startswith('logits.'): return 'fc.' + k[len('logits.'):]
+    if m := re.fullmatch(r'layer\.(\d+)\.block\.(\d+)\.(batchnorm_0|conv_0|batchnorm_1|conv_1|shortcut)\.(.+)', k):
+        return f'blocks.group{int(m[1]) + 1}.{m[2]}.{_DM_PARTS[m[3]]}.{m[4]}'
+    return None
+
+def _unwrap(sd:dict) -> dict:
+    "The state dict inside a training checkpoint, without DataParallel/Sequential prefixes."
+    for k in ('model_state_dict', 'state_dict', 'model'):
+        if k in sd and isinstance(sd[k], dict): sd = sd[k]; break
+    out = {}
+    for k, v in sd.items():
+        while not k.startswith(_DM_TOP) and (p := k.split('.', 1))[0] in ('module', 'model', '0') and len(p) == 2: k = p[1]
+        out[k] = v
+    return out
+
+def from_dm_state_dict(sd:dict, # a DMWideResNet state dict, or a checkpoint holding one
+                       dataset:str='cifar10', # gives the normalisation constants, which those files do not store
+                      ) -> WideResNet:
+    "A difrob `WideResNet` with the weights of a DM-Improves-AT / RobustBench `DMWideResNet` state dict; strict."
+    sd = _unwrap(sd)
+    unknown = [k for k in sd if _from_dm_key(k) is None]
+    if unknown: raise ValueError(f"not a DMWideResNet state dict: {len(unknown)} unknown key(s), e.g. {unknown[:4]}")
+    if 'init_conv.weight' not in sd or 'logits.weight' not in sd: raise ValueError("not a DMWideResNet state dict: no init_conv or logits weights")
+    n = 1 + max(int(k.split('.')[3]) for k in sd if k.startswith('layer.0.block.'))
+    classes, feats = sd['logits.weight'].shape
+    model = create_model(f'wrn-{6 * n + 4}-{feats // 64}', num_classes=classes, in_channels=sd['init_conv.weight'].shape[1], dataset=dataset)
+    mapped = {_from_dm_key(k): v for k, v in sd.items()}
+    want = {k for k in model.state_dict() if k not in ('mean', 'std')}
+    missing, extra = sorted(want - set(mapped)), sorted(set(mapped) - want)
+    if missing or extra: raise ValueError(f"DMWideResNet state dict does not fit WRN-{6 * n + 4}-{feats // 64}: missing {missing[:4]}, unexpected {extra[:4]}")
+    model.load_state_dict({**mapped, 'mean': model.mean, 'std': model.std}, strict=True)
+    return model.eval()
+
+def to_dm_state_dict(model:WideResNet) -> dict:
+    "The reverse of `from_dm_state_dict`: `model`'s weights under DMWideResNet names (normalisation constants left out, as there)."
+    rev = {}
+    for k, v in model.state_dict().items():
+        if k in ('mean', 'std'): continue
+        if k.startswith('blocks.stem.'): rev['init_conv.' + k[len('blocks.stem.'):]] = v
+        elif k.startswith('head.0.'): rev['batchnorm.' + k[len('head.0.'):]] = v
+        elif k.startswith('fc.'): rev['logits.' + k[len('fc.'):]] = v
+        elif m := re.fullmatch(r'blocks\.group(\d)\.(\d+)\.(bn0|conv0|bn1|conv1|shortcut)\.(.+)', k):
+            rev[f"layer.{int(m[1]) - 1}.block.{m[2]}.{ {v_: k_ for k_, v_ in _DM_PARTS.items()}[m[3]]}.{m[4]}"] = v
+        else: raise ValueError(f"{k}: not a WideResNet parameter")
+    return rev
+
+def load_dm_checkpoint(path, dataset:str='cifar10', device='cpu') -> WideResNet:
+    "Load a released DM-Improves-AT / RobustBench WideResNet checkpoint (.pt) safely (`weights_only`) into a difrob WideResNet."
+    return from_dm_state_dict(torch.load(path, map_location='cpu', weights_only=True), dataset).to(device)
+
+def save_dm_checkpoint(path, model:WideResNet, card:dict|None=None) -> Path:
+    "Write `model` as a DMWideResNet state dict (`torch.save`; RobustBench's and DM-Improves-AT's loaders read it) and, with `card`, the card beside it (.json)."
+    path = Path(path)
+    with atomic_write(path, 'wb') as f: torch.save(to_dm_state_dict(model), f)
+    if card is not None: save_json(path.with_suffix('.json'), card)
+    return path
+
+def model_card(model:WideResNet, dataset:str, threat_model:str, eps:float, clean_acc:float, autoattack_acc:float,
+               n_eval:int, # test images evaluated
+               synthetic_images:int=0, # generated images used in training
+               name:str='', **extra) -> dict:
+    "RobustBench's model-information fields (accuracies in percent as strings, as its model zoo writes them)."
+    depth, width = re.fullmatch(r'wrn-(\d+)-(\d+)', model.config['arch']).groups()
+    e255 = eps * 255
+    return {'name': name, 'architecture': f'WideResNet-{depth}-{width}', 'dataset': dataset, 'threat_model': threat_model,
+            'eps': f'{round(e255)}/255' if abs(e255 - round(e255)) < 1e-6 else f'{eps:g}',
+            'clean_acc': f'{100 * clean_acc:.2f}', 'autoattack_acc': f'{100 * autoattack_acc:.2f}', 'n_eval': n_eval,
+            'additional_data': False, 'synthetic_images': synthetic_images, 'number_forward_passes': 1, 'unreliable': False, **extra}

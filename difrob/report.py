@@ -6,12 +6,13 @@ Docs: https://difrob.github.io/difrob/api/report.html.md"""
 
 # %% ../nbs/api/90_report.ipynb #51c67d6c
 from __future__ import annotations
-import argparse, contextlib, html, json, math, os, sys, time, traceback
+import argparse, contextlib, html, json, math, os, re, shutil, sys, time, traceback, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CLAIMS', 'is_experiment', 'experiment_notebooks', 'run_order', 'load_profile', 'headline', 'run_notebook',
-           'index_status', 'write_index', 'run_report', 'difrob_report', 'verdict', 'findings', 'findings_markdown']
+__all__ = ['HIDDEN', 'SHARED', 'CLAIMS', 'is_experiment', 'experiment_notebooks', 'default_nbs', 'run_order', 'load_profile',
+           'headline', 'tidy_outputs', 'run_notebook', 'index_status', 'write_index', 'run_report', 'difrob_report',
+           'publish', 'difrob_publish', 'verdict', 'findings', 'findings_markdown']
 
 # %% ../nbs/api/90_report.ipynb #1714cb8f
 import nbformat
@@ -25,10 +26,10 @@ def is_experiment(nb_path:str|Path) -> bool:
     code = [c for c in nb.cells if c.cell_type == 'code']
     return bool(code) and 'parameters' in code[0].get('metadata', {}).get('tags', [])
 
-def experiment_notebooks(nbs:str|Path|None=None, # the notebooks folder; default the project's nbs/
+def experiment_notebooks(nbs:str|Path|None=None, # the notebooks folder; default `default_nbs()`
                         ) -> dict:
     "Experiment notebooks at the top of `nbs` as {name: {'path', 'requires'}}."
-    nbs = Path(nbs) if nbs is not None else _default_nbs()
+    nbs = Path(nbs) if nbs is not None else default_nbs()
     out = {}
     for p in sorted(nbs.glob('*.ipynb')):
         if p.name.startswith(('_', '.')) or not is_experiment(p): continue
@@ -36,10 +37,13 @@ def experiment_notebooks(nbs:str|Path|None=None, # the notebooks folder; default
         out[p.stem] = {'path': p, 'requires': list(meta.get('requires', []))}
     return out
 
-def _default_nbs() -> Path:
-    root = project_root()
-    if root is None: raise FileNotFoundError("no difrob project found: pass the notebooks folder (--nbs)")
-    return root/'nbs'
+def default_nbs() -> Path:
+    "The experiment notebooks: the clone's `nbs/` inside a clone (found from the working folder), else the ones installed with difrob."
+    if (root := project_root()) is not None: return root/'nbs'
+    pkg = Path(__file__).resolve().parent
+    for nbs in (pkg/'nbs', pkg.parent/'nbs'):  # a wheel carries them in difrob/nbs; an editable install's are beside the package
+        if nbs.is_dir() and any(nbs.glob('*.ipynb')): return nbs
+    raise FileNotFoundError("no difrob notebooks found: run inside a difrob clone, or pass the notebooks folder (--nbs)")
 
 # %% ../nbs/api/90_report.ipynb #771b5b90
 def run_order(exps:dict, # as returned by `experiment_notebooks`
@@ -68,7 +72,7 @@ def load_profile(profile:str|None, # None or 'quick' for the defaults, a name in
     "Per-notebook parameters of a named profile: {notebook name: {parameter: value}}."
     if profile in (None, '', 'quick'): return {}
     p = Path(profile)
-    if p.suffix not in ('.yml', '.yaml'): p = (Path(nbs) if nbs is not None else _default_nbs())/'profiles'/f'{profile}.yml'
+    if p.suffix not in ('.yml', '.yaml'): p = (Path(nbs) if nbs is not None else default_nbs())/'profiles'/f'{profile}.yml'
     if not p.exists():
         avail = sorted(q.stem for q in p.parent.glob('*.yml')) if p.parent.exists() else []
         raise FileNotFoundError(f"profile {profile!r}: {p} not found; available: {avail or 'none'}")
@@ -85,9 +89,42 @@ def headline(metrics:dict) -> dict:
     "The top-level scalar entries of a metrics dict: what the index shows."
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
+def _screen(text:str) -> str:
+    "What a terminal would show for `text`: each line keeps what its last carriage return wrote; lines a bar cleared go."
+    lines = []
+    for line in text.split('\n'):
+        if '\r' not in line: lines.append(line); continue
+        seen = [s for s in line.split('\r') if s]
+        if seen and seen[-1].strip(): lines.append(seen[-1].rstrip())
+    return '\n'.join(lines)
+
+def tidy_outputs(nb:nbformat.NotebookNode) -> nbformat.NotebookNode:
+    "Shorten an executed notebook's progress output in place: each progress bar keeps its last state, so a training loop leaves one line per epoch."
+    for cell in nb.cells:
+        outs = []
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream' and outs and outs[-1].get('output_type') == 'stream' and outs[-1].name == o.name:
+                outs[-1].text += o.text
+            else: outs.append(o)
+        for o in outs:
+            if o.get('output_type') == 'stream': o.text = _screen(o.text)
+        kept = []  # a cleared bar between two prints of the other stream leaves nothing: merge across it
+        for o in outs:
+            if o.get('output_type') == 'stream' and not o.text.strip(): continue
+            if o.get('output_type') == 'stream' and kept and kept[-1].get('output_type') == 'stream' and kept[-1].name == o.name:
+                kept[-1].text += ('' if kept[-1].text.endswith('\n') else '\n') + o.text
+            else: kept.append(o)
+        if 'outputs' in cell: cell.outputs = kept
+    return nb
+
+HIDDEN = 'remove-cell'  # the cell tag that keeps plumbing (the smoke-size switch, its imports) out of the rendered report
+
 def _render_html(nb_path:Path, html_path:Path):
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name='lab').from_filename(str(nb_path))
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    exp = HTMLExporter(template_name='lab')
+    exp.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={HIDDEN}, enabled=True), enabled=True)
+    body, _ = exp.from_filename(str(nb_path))
     with atomic_write(html_path, 'w') as f: f.write(body)
 
 def run_notebook(name:str, nb_path:str|Path, out:str|Path, params:dict|None=None, kernel:str='python3',
@@ -110,6 +147,9 @@ def run_notebook(name:str, nb_path:str|Path, out:str|Path, params:dict|None=None
         rec['error'] = f"{ename}: {evalue}".strip()
         rec['traceback'] = ''.join(getattr(e, 'traceback', None) or traceback.format_exception(e))[-4000:]
     rec['seconds'] = round(time.time() - t0, 1)
+    if executed.exists():
+        nb = tidy_outputs(nbformat.read(executed, as_version=4))
+        with atomic_write(executed, 'w') as f: nbformat.write(nb, f)
     if render and executed.exists():
         try: _render_html(executed, odir/f'{name}.html'); rec['html'] = f'{name}/{name}.html'
         except Exception as e: rec['html_error'] = f"{type(e).__name__}: {e}"
@@ -146,17 +186,18 @@ def index_status(records:list) -> list:
     return out
 
 def write_index(records:list, out:str|Path, title:str='difrob reports') -> Path:
-    "Write `out/index.html` (one row per notebook: status, time, headline metrics, links) and `out/index.json`, each atomically."
+    "Write `out/index.html` (one row per notebook: status, time, headline metrics, links) and `out/index.json`, each atomically. Links and thumbnails go only to files that exist under `out`: no dead link."
     out = Path(out)
+    here = lambda f: bool(f) and (out/f).is_file()
     save_json(out/'index.json', records)
     records = index_status(records)
     colour = {'ok': '#1a7f37', 'failed': '#cf222e', 'skipped': '#9a6700', 'running': '#0969da', 'interrupted': '#cf222e', 'stale': '#9a6700'}
     rows = []
     for r in records:
-        links = ' · '.join(f'<a href="{html.escape(r[k])}">{lbl}</a>' for k, lbl in (('html', 'report'), ('executed', 'notebook')) if r.get(k))
+        links = ' · '.join(f'<a href="{html.escape(r[k])}">{lbl}</a>' for k, lbl in (('html', 'report'), ('executed', 'notebook')) if here(r.get(k)))
         mets = ''.join(f'<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>' for k, v in (r.get('metrics') or {}).items())
         err = f'<pre class="err">{html.escape(r["error"])}</pre>' if r.get('error') else ''
-        figs = ''.join(f'<a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>' for f in r.get('figures', [])[:4])
+        figs = ''.join(f'<a href="{html.escape(f)}"><img src="{html.escape(f)}" alt="{html.escape(f)}"></a>' for f in [f for f in r.get('figures', []) if here(f)][:4])
         rows.append(f'<tr><td><b>{html.escape(r["name"])}</b><br>{links}</td>'
                     f'<td style="color:{colour.get(r["status"], "#000")}"><b>{r["status"]}</b></td>'
                     f'<td>{r.get("seconds", "")}</td><td><table class="m">{mets}</table>{err}</td><td class="f">{figs}</td></tr>')
@@ -174,14 +215,14 @@ Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.</p>
     return out/'index.html'
 
 # %% ../nbs/api/90_report.ipynb #cc17d2ef
-def run_report(nbs:str|Path|None=None, # notebooks folder; default the project's nbs/
-               out:str|Path|None=None, # reports folder; default the project's reports/
+def run_report(nbs:str|Path|None=None, # notebooks folder; default `default_nbs()`
+               out:str|Path|None=None, # reports folder; default reports/ of the clone holding the working folder, else of the working folder
                profile:str|None=None, # parameter profile (see `load_profile`)
                only:list|None=None, # run just these experiments
                kernel:str='python3', progress:bool=True) -> list:
     "Run the experiment notebooks in dependency order; write the reports and the index; return this run's records."
-    nbs = Path(nbs) if nbs is not None else _default_nbs()
-    out = Path(out) if out is not None else nbs.resolve().parent/'reports'
+    nbs = Path(nbs) if nbs is not None else default_nbs()
+    out = Path(out) if out is not None else (project_root() or Path.cwd())/'reports'
     exps, prof = experiment_notebooks(nbs), load_profile(profile, nbs)
     unknown = [k for k in prof if k not in exps]
     if unknown: raise ValueError(f"profile {profile!r} names unknown experiment(s) {unknown}; known: {sorted(exps)}")
@@ -217,8 +258,8 @@ def _ordered(index:dict, exps:dict) -> list:
 def difrob_report(argv=None):
     "Console entry point: `difrob-report [--nbs DIR] [--out DIR] [--profile NAME] [--only NAME ...]`."
     ap = argparse.ArgumentParser(prog='difrob-report', description='Run the difrob experiment notebooks with papermill into reports/.')
-    ap.add_argument('--nbs', help="notebooks folder (default: the project's nbs/)")
-    ap.add_argument('--out', help="reports folder (default: the project's reports/)")
+    ap.add_argument('--nbs', help="notebooks folder (default: nbs/ of the difrob clone holding the working folder, else the notebooks installed with difrob)")
+    ap.add_argument('--out', help="reports folder (default: reports/ of that clone, else of the working folder)")
     ap.add_argument('--profile', help="parameter profile: a name in nbs/profiles/ or a .yml file (default: quick)")
     ap.add_argument('--only', nargs='+', help='run just these experiments')
     ap.add_argument('--kernel', default='python3', help='Jupyter kernel (default: python3)')
@@ -228,6 +269,64 @@ def difrob_report(argv=None):
     except (ValueError, FileNotFoundError, PermissionError, FolderInUse) as e:
         print(f"difrob-report: error: {e}", file=sys.stderr); sys.exit(2)
     sys.exit(0 if recs and all(r['status'] == 'ok' for r in recs) else 1)
+
+# %% ../nbs/api/90_report.ipynb #53ef6d14
+SHARED = ('.json', '.csv', '.png', '.svg', '.ipynb')  # what a published report keeps: numbers, tables, figures, executed notebooks
+
+def _shareable(src:Path, max_bytes:int) -> tuple:
+    "The files under `src` worth committing, and the ones left behind for their size."
+    keep, big = [], []
+    stores = {p.parent for p in src.rglob('manifest.json')}  # generated-data shard stores
+    for p in sorted(src.rglob('*')):
+        rel = p.relative_to(src)
+        if not p.is_file() or p.suffix not in SHARED or 'checkpoints' in rel.parts or '.tmp-' in p.name: continue
+        if any(s == p.parent or s in p.parents for s in stores): continue
+        if p.suffix == '.json' and p.with_suffix('.safetensors').exists(): continue  # a weights file's metadata
+        (big if p.stat().st_size > max_bytes else keep).append(rel)
+    return keep, big
+
+def publish(src:str|Path, # a reports folder written by `run_report` (a run elsewhere, or a scratch folder)
+            dst:str|Path, # the folder in the repository that keeps it, e.g. reports/ or reports/small/
+            title:str|None=None, # the index's title; default: the title of dst's index, else 'difrob reports'
+            max_bytes:int=2_000_000, # larger files stay behind, with a warning
+            only:list|None=None, # publish just these experiments (default: every one that finished ok)
+           ) -> list:
+    "Copy the shareable outputs of `src`'s finished experiments into `dst` (each replacing its folder) and rewrite `dst`'s index; return the names published."
+    src, dst = Path(src), Path(dst)
+    if not (src/'index.json').exists(): raise FileNotFoundError(f"{src}: no index.json; is it a folder written by difrob-report?")
+    if src.resolve() == dst.resolve(): raise ValueError("src and dst are the same folder")
+    recs = [r for r in load_json(src/'index.json') if r.get('status') == 'ok' and (only is None or r['name'] in only)]
+    if only and (missing := sorted(set(only) - {r['name'] for r in recs})): raise ValueError(f"{src}: no finished run of {missing}")
+    if title is None and (dst/'index.html').exists():
+        title = html.unescape(m.group(1)) if (m := re.search(r'<title>(.*?)</title>', (dst/'index.html').read_text(encoding='utf-8'))) else None
+    index = {}
+    if (dst/'index.json').exists(): index = {r['name']: r for r in load_json(dst/'index.json')}
+    for r in recs:
+        keep, big = _shareable(src/r['name'], max_bytes)
+        for b in big: warnings.warn(f"{src/r['name']/b}: {(src/r['name']/b).stat().st_size / 1e6:.1f} MB, left behind (max_bytes = {max_bytes})")
+        tmp = dst/f".{r['name']}.tmp-publish"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for rel in keep:
+            (tmp/rel).parent.mkdir(parents=True, exist_ok=True)
+            if rel.suffix == '.ipynb': nbformat.write(tidy_outputs(nbformat.read(src/r['name']/rel, as_version=4)), tmp/rel)  # runs older than tidy_outputs too
+            else: shutil.copy2(src/r['name']/rel, tmp/rel)
+        tmp.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dst/r['name'], ignore_errors=True); tmp.rename(dst/r['name'])
+        index[r['name']] = r
+    exps = {}
+    with contextlib.suppress(FileNotFoundError): exps = experiment_notebooks()
+    write_index(_ordered(index, exps) if exps else list(index.values()), dst, title or 'difrob reports')
+    return [r['name'] for r in recs]
+
+def difrob_publish(argv=None):
+    "Console entry point: `difrob-publish SRC DST [--only NAME ...] [--title T]`."
+    ap = argparse.ArgumentParser(prog='difrob-publish', description="Copy a difrob-report run's metrics, figures and executed notebooks into the repository's reports folder and rewrite its index.")
+    ap.add_argument('src', help='the reports folder of a run'); ap.add_argument('dst', help='the folder that keeps it, e.g. reports/small')
+    ap.add_argument('--only', nargs='+', help='just these experiments'); ap.add_argument('--title', help="the index's title")
+    a = ap.parse_args(argv)
+    try: names = publish(a.src, a.dst, a.title, only=a.only)
+    except (ValueError, FileNotFoundError) as e: print(f"difrob-publish: error: {e}", file=sys.stderr); sys.exit(2)
+    print(f"published {len(names)} experiment(s) into {a.dst}: {', '.join(names)}")
 
 # %% ../nbs/api/90_report.ipynb #5712eddb
 def _binom_se(m:dict, a:str, b:str, n:str) -> float:

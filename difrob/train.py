@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib, dataclasses, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 # %% auto #0
-__all__ = ['LOSS_KINDS', 'smooth_ce', 'trades_loss', 'pgd_at_loss', 'make_optimizer', 'make_scheduler', 'ema_decay',
-           'TrainConfig', 'validate', 'train']
+__all__ = ['LOSS_KINDS', 'RESUME', 'smooth_ce', 'trades_loss', 'pgd_at_loss', 'make_optimizer', 'make_scheduler', 'ema_decay',
+           'TrainConfig', 'validate', 'train', 'difrob_train_cli', 'difrob_train', 'difrob_eval_cli', 'difrob_eval']
 
 # %% ../nbs/api/06_train.ipynb #f40a2b1e
 import numpy as np
@@ -20,11 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
-from .attacks import check_threat, model_state, pgd
-from .core import (FolderLock, callable_key, get_device, load_json, load_train_state, load_weights, model_hash,
-                   resume_from, save_json, save_weights, seed_everything, train_state)
-from .data import BatchMixer, ImageData, RandomCropFlip, check_images, check_labels
+from tqdm import tqdm  # text bars: no ipywidgets needed, and readable in an executed notebook
+from .attacks import check_threat, evaluate, model_state, pgd, summarize
+from .core import (EpochLog, FolderLock, callable_key, get_device, load_json, load_train_state, load_weights, many, model_hash,
+                   provenance, resume_from, run_cli, save_json, save_weights, seed_everything, train_state)
+from .data import BatchMixer, ImageData, RandomCropFlip, check_images, check_labels, load_dataset, load_generated
+from .models import create_model, load_dm_checkpoint, load_model, save_model
 
 # %% ../nbs/api/06_train.ipynb #2d93b113
 def smooth_ce(logits:torch.Tensor, y:torch.Tensor, label_smoothing:float=0.0) -> torch.Tensor:
@@ -129,14 +131,17 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
           real:ImageData, # real training data (the first cfg.n_val images are held out)
           cfg:TrainConfig,
           generated=None, # GeneratedData, mixed in at cfg.gen_fraction
-          out_dir:str|Path|None=None, # checkpoints/ and history.json go here
+          out_dir:str|Path|None=None, # checkpoints/, history.json and the per-epoch log.jsonl go here
           resume:bool|str=False, # True: continue from out_dir/checkpoints/last (refused if made from other inputs); 'auto': continue if they match, else start over
           aux_losses:dict|None=None, # name -> callable(ctx) returning a scalar added to the loss; an nn.Module's trainable parameters are optimised too
-          progress:bool=True):
+          progress:bool=True,
+          tensorboard:bool=False, # also write the per-epoch scalars to out_dir/tensorboard (needs the tensorboard package)
+         ):
     "Adversarially train `model`; return (ema_model, history). With `out_dir`, the run holds that folder while it lives."
     dev = get_device(cfg.device)
     if cfg.n_val >= len(real): raise ValueError(f"n_val={cfg.n_val} leaves no training data ({len(real)} real images)")
     if cfg.gen_fraction > 0 and generated is None: raise ValueError(f"gen_fraction={cfg.gen_fraction} but no generated data given")
+    if tensorboard and out_dir is None: raise ValueError("tensorboard=True needs an out_dir to write to")
     run_key = {'config': dataclasses.asdict(cfg), 'data': {'real': real.fingerprint(), 'generated': generated.fingerprint() if cfg.gen_fraction > 0 else None},
            'model': {'config': getattr(model, 'config', type(model).__qualname__), 'init_sha256': model_hash(model)},
            'aux_losses': {k: callable_key(f) for k, f in (aux_losses or {}).items()}}  # everything the result depends on
@@ -160,10 +165,12 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
     out = Path(out_dir) if out_dir is not None else None
     ck = out/'checkpoints' if out is not None else None
     lock = FolderLock(out, clean=True).acquire() if out is not None else None  # one run per folder, refused before any work
+    log = None
     try:
         history, best, start, step = [], {'epoch': None}, 0, 0
         meta = resume_from(ck, resume, lambda: load_train_state(ck/'last', {'model': model, 'ema': ema, **aux_modules}, opt, sched, key=run_key))
         if meta is not None: history, best, start, step = meta['history'], meta['best'], meta['epoch'] + 1, meta['step']
+        log = EpochLog(out, history, tensorboard) if out is not None else None  # the epochs the checkpoint holds; later ones are redone
         autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         for epoch in range(start, cfg.epochs):
             model.train()
@@ -222,6 +229,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
                     if ck is not None: save_weights(ck/'best', ema.module, getattr(model, 'config', {}), epoch=epoch, best=best)
                     else: best['state'] = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
             history.append(rec)
+            if log is not None: log.write(rec)
             if progress:
                 msg = f"epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.3f} train {'clean' if cfg.loss == 'standard' else 'robust'} {n_rob / n:.3f}"
                 if 'val_robust' in rec: msg += f" | EMA val clean {rec['val_clean']:.3f} robust {rec['val_robust']:.3f}"
@@ -231,6 +239,7 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
                 meta.update(epoch=epoch, step=step, history=history, best={k: v for k, v in best.items() if k != 'state'})
                 save_weights(ck/'last', t, dataclasses.asdict(cfg), kind='train-state', key=run_key, **meta)
         if out is not None: save_json(out/'history.json', history)
+        if log is not None: log.close(); log = None
         final = ema.module
         if best['epoch'] is not None:
             if ck is not None: load_weights(ck/'best', final)
@@ -238,4 +247,82 @@ def train(model:nn.Module, # a difrob classifier (takes [0, 1] images)
         final.eval()
         return final, history
     finally:
+        if log is not None: log.close()
         if lock is not None: lock.release()
+
+# %% ../nbs/api/06_train.ipynb #ff6b3044
+RESUME = {'auto': 'auto', 'yes': True, 'no': False}
+
+def difrob_train_cli(
+    dataset:str, # digits, cifar10, cifar100, svhn, tinyimagenet
+    out:str, # the run's folder: checkpoints/, log.jsonl, history.json, model.safetensors, provenance.json
+    root:str|None=None, # dataset folder (default $DIFROB_DATA or ~/.cache/difrob/data)
+    download:bool=False, # fetch the dataset if it is missing
+    channels:int|None=None, # convert the images to 1 or 3 channels (default: native)
+    size:int|None=None, # resize the images (default: native)
+    arch:str='cnn', # cnn, preact-resnet18, wrn-28-10, wrn-70-16, ...
+    generated:Annotated[list[str] | None, many(str)]=None, # generated data: .npz file(s), a glob of parts, or a shard folder
+    resume:Annotated[str, {'choices': list(RESUME)}]='auto', # auto: continue a run of the same inputs, else start over; yes: continue or refuse; no: start over
+    tensorboard:bool=False, # also write TensorBoard scalars to OUT/tensorboard
+    quiet:bool=False, # no progress bars
+    **cfg, # every field of TrainConfig
+):
+    "Adversarial training with the recipe of Wang et al. (2023): the AT run of nbs/train.ipynb, every TrainConfig field an option."
+    real = load_dataset(dataset, 'train', root=root, download=download, channels=channels, size=size)
+    gen = load_generated(generated if generated is None or len(generated) > 1 else generated[0], num_classes=real.num_classes) if generated else None
+    if gen is None and cfg.get('gen_fraction', TrainConfig.gen_fraction):
+        print('no generated data given: training on real data alone'); cfg['gen_fraction'] = 0.0
+    cfg = TrainConfig(**cfg)
+    seed_everything(cfg.seed)
+    model = create_model(arch, num_classes=real.num_classes, in_channels=real.shape[0], dataset=dataset)
+    print(real, gen, cfg, sep='\n')
+    final, hist = train(model, real, cfg, gen, out_dir=out, resume=RESUME[resume], progress=not quiet, tensorboard=tensorboard)
+    path = save_model(Path(out)/'model', final)
+    save_json(Path(out)/'provenance.json', provenance({'dataset': dataset, 'arch': arch, 'generated': generated, 'config': dataclasses.asdict(cfg)},
+                                                      seed=cfg.seed, device=cfg.device))
+    best = max((h for h in hist if 'val_robust' in h), key=lambda h: h['val_clean' if cfg.loss == 'standard' else 'val_robust'], default=None)
+    if best: print(f"best epoch {best['epoch'] + 1}/{cfg.epochs}: validation clean {best['val_clean']:.4f}, robust {best['val_robust']:.4f} (PGD-{cfg.val_steps}-CW)")
+    print(f"model: {path}")
+    return 0
+
+def difrob_train(argv=None):
+    "Console entry point `difrob-train` (see `difrob_train_cli`)."
+    return run_cli(difrob_train_cli, 'difrob-train', argv, pos=['dataset', 'out'], config=TrainConfig)
+
+def difrob_eval_cli(
+    checkpoint:str, # a difrob classifier (models.save_model; the path without .safetensors), or a DM-Improves-AT / RobustBench WideResNet .pt
+    dataset:str, # digits, cifar10, cifar100, svhn, tinyimagenet
+    root:str|None=None, # dataset folder (default $DIFROB_DATA or ~/.cache/difrob/data)
+    download:bool=False, # fetch the dataset if it is missing
+    split:str='test', # the split evaluated
+    eps:float=8 / 255, # the threat model's radius, in [0, 1] units
+    norm:str='Linf', # Linf or L2
+    n_eval:int|None=None, # the first n_eval images (default: all)
+    version:str='standard', # AutoAttack version: standard, rand, plus, or custom with --attacks
+    attacks:Annotated[list[str] | None, many(str)]=None, # the custom version's attacks, e.g. apgd-ce apgd-t
+    restarts:int|None=None, # APGD restarts (default: the version's)
+    pgd_steps:int=20, # PGD steps of the first, cheaper attack (its accuracy is reported too)
+    out:str|None=None, # per-example CSV, resumed from (default: CHECKPOINT-eval-DATASET-NORM-EPS.csv)
+    seed:int=0, # the attacks' seed
+    batch_size:int=500, # images per AutoAttack batch
+    device:str='auto', # auto, cpu, cuda, ...
+    quiet:bool=False, # no progress bar
+):
+    "AutoAttack evaluation of a saved classifier, per example and resumable, with RobustBench's summary lines."
+    dev = get_device(device)
+    released = Path(checkpoint).suffix in ('.pt', '.pth')
+    model = (load_dm_checkpoint(checkpoint, dataset, device=dev) if released else load_model(checkpoint, device=dev)).eval()
+    test = load_dataset(dataset, split, root=root, download=download, channels=model.config.get('in_channels'))
+    out = out or f"{checkpoint}-eval-{dataset}-{norm}-{eps:.4g}.csv"
+    rows = evaluate(model, test.x, test.y, eps, norm, n_eval=n_eval, pgd_steps=pgd_steps, aa_version=version, aa_attacks=attacks,
+                    aa_overrides={'n_restarts': restarts} if restarts is not None else None, seed=seed, batch_size=batch_size,
+                    out=out, device=dev, progress=not quiet)
+    s = summarize(rows)
+    print(f"AutoAttack ({version}{': ' + ', '.join(attacks) if attacks else ''}), {norm}, eps = {eps:.6g}, {s['n_eval']} {dataset} {split} images; per example: {out}")
+    print(f"Clean accuracy: {s['clean_acc']:.2%}")
+    print(f"Robust accuracy: {s['autoattack_acc']:.2%}")
+    return 0
+
+def difrob_eval(argv=None):
+    "Console entry point `difrob-eval` (see `difrob_eval_cli`)."
+    return run_cli(difrob_eval_cli, 'difrob-eval', argv, pos=['checkpoint', 'dataset'])

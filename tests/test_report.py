@@ -64,13 +64,16 @@ def test_runner_bad_arguments(tmp_path):
     assert r.returncode == 2 and "profile 'nope'" in r.stderr
 
 
-def test_report_dir_from_any_folder(tmp_path):
-    """papermill runs notebooks in the caller's folder: the default out_dir must still be the project's reports/."""
-    r = subprocess.run([sys.executable, '-c', 'from difrob.core import report_dir; print(report_dir("xyz_probe"))'],
-                       cwd=tmp_path, capture_output=True, text=True, check=True)
-    got = Path(r.stdout.strip())
+def test_report_dir_follows_the_working_folder(tmp_path):
+    """Results go to reports/ of the clone holding the working folder (from any folder inside it, as JupyterLab and
+    papermill run notebooks), and outside any clone to reports/ of the working folder: never into the clone that
+    holds the installed package."""
+    probe = ['-c', 'from difrob.core import report_dir; print(report_dir("xyz_probe"))']
+    got = Path(subprocess.run([sys.executable, *probe], cwd=ROOT/'nbs'/'api', capture_output=True, text=True, check=True).stdout.strip())
     try: assert got == ROOT/'reports'/'xyz_probe'
     finally: shutil.rmtree(got)  # the folder and the lock file the run held
+    got = Path(subprocess.run([sys.executable, *probe], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip())
+    assert got == tmp_path.resolve()/'reports'/'xyz_probe' and got.is_dir()
 
 
 def test_quick_report(tmp_path):
@@ -104,6 +107,13 @@ def test_quick_report(tmp_path):
     assert len(rows) == 200 and abs(rows['aa_correct'].mean() - t['autoattack_acc']) < 1e-9
     for f in ('training_curves.png', 'robustness.png', 'model.safetensors', 'train.html'):
         assert (out/'train'/f).exists(), f
+    # the reports read well: no smoke-size switch, no TqdmWarning, one line per epoch instead of every bar refresh
+    page, nb = (out/'train'/'train.html').read_text(), nbformat.read(out/'train'/'train.ipynb', as_version=4)
+    assert 'IN_TEST' not in page and 'TqdmWarning' not in page and 'IProgress' not in page
+    streams = [o.text for c in nb.cells for o in c.get('outputs', []) if o.output_type == 'stream']
+    assert not any('\r' in s for s in streams)
+    epochs = [l for s in streams for l in s.splitlines() if l.startswith('epoch ')]
+    assert len(epochs) == 2 * t['epochs'], epochs[:5]  # AT and standard training, one line per epoch each
     # generate: a class-conditional EDM trained in minutes makes recognisable digits of the asked class
     g = json.loads((out/'generate'/'metrics.json').read_text())
     assert (g['images'], g['sampler'], g['steps'], g['nfe']) == (3000, 'heun', 18, 35)   # Heun: 2 x steps - 1 evaluations
@@ -270,3 +280,30 @@ def test_papermill_parses_every_parameter_line(caplog):
         caplog.clear()
         with caplog.at_level(logging.WARNING): PythonTranslator.inspect(cell)
         assert not [r.getMessage() for r in caplog.records if 'Unable to parse' in r.getMessage()], name
+
+
+def test_reports_hide_the_smoke_switch():
+    """Every experiment notebook tags its smoke-size cell so that the rendered report leaves it out."""
+    from difrob.report import HIDDEN, experiment_notebooks
+    for name, e in experiment_notebooks(ROOT/'nbs').items():
+        cells = [c for c in nbformat.read(e['path'], as_version=4).cells if "os.environ.get('IN_TEST')" in c.source]
+        assert cells and all(HIDDEN in c.metadata.get('tags', []) for c in cells), name
+
+
+def test_committed_indexes_have_no_dead_link():
+    """The committed reports indexes: a row for every experiment, and every link and thumbnail a committed file."""
+    import html, posixpath, re
+    from difrob.report import experiment_notebooks
+    git = lambda *a: subprocess.run(['git', '-C', str(ROOT), *a], capture_output=True, text=True)
+    if git('rev-parse', 'HEAD').returncode: pytest.skip('not a git checkout')
+    tracked = set(git('ls-tree', '-r', '--name-only', 'HEAD').stdout.splitlines())
+    indexes = sorted(p for p in tracked if re.fullmatch(r'reports/(.+/)?index\.html', p))
+    assert 'reports/index.html' in indexes, indexes
+    rows = {r['name'] for r in json.loads(git('show', 'HEAD:reports/index.json').stdout)}
+    assert rows == set(experiment_notebooks(ROOT/'nbs')), rows
+    for ix in indexes:
+        refs = [html.unescape(r) for r in re.findall(r'(?:href|src)="([^"#]+)"', git('show', f'HEAD:{ix}').stdout)]
+        refs = [posixpath.normpath(posixpath.join(posixpath.dirname(ix), r)) for r in refs if not re.match(r'[a-z]+:', r)]
+        assert refs, ix
+        dead = [r for r in refs if r not in tracked]
+        assert not dead, (ix, dead)
