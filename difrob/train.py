@@ -318,7 +318,8 @@ def difrob_eval_cli(
                     aa_overrides={'n_restarts': restarts} if restarts is not None else None, seed=seed, batch_size=batch_size,
                     out=out, device=dev, progress=not quiet)
     s = summarize(rows)
-    print(f"AutoAttack ({version}{': ' + ', '.join(attacks) if attacks else ''}), {norm}, eps = {eps:.6g}, {s['n_eval']} {dataset} {split} images; per example: {out}")
+    print(f"AutoAttack ({version}{': ' + ', '.join(attacks) if attacks else ''}), {norm}, eps = {eps:.6g}, {s['n_eval']} {dataset} {split} images; "
+          f"PGD-{pgd_steps} accuracy {s['pgd_acc']:.2%}; per example: {out}")
     print(f"Clean accuracy: {s['clean_acc']:.2%}")
     print(f"Robust accuracy: {s['autoattack_acc']:.2%}")
     return 0

@@ -1,10 +1,11 @@
 """The docs build and the repository's generated files, checked without Quarto.
 
 `nbdev-docs` needs Quarto, which is not installable everywhere; its first stage, `nbdev.serve.proc_nbs`,
-processes every notebook exactly as the docs build does (running the export and show_doc cells) and fails
-on the same errors. Each check runs in a copy of the project, so the working tree is never touched.
+processes every notebook exactly as the docs build does (running the export and show_doc cells, and the example
+cells marked `#| exec_doc`) and fails on the same errors. Each check runs in a copy of the project, so the working
+tree is never touched.
 """
-import filecmp, shutil, subprocess, sys
+import filecmp, importlib, inspect, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
@@ -15,11 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def copy_project(dst):
+def copy_project(dst, examples=True):
+    """A copy of the project. Without `examples`, the API notebooks' `#| exec_doc` marks are dropped: the docs build
+    then runs only the export, import and show_doc cells (nbdev-test runs the examples themselves)."""
     for name in ('pyproject.toml', 'nbs', 'difrob'):
         src = ROOT/name
         (shutil.copytree(src, dst/name, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
          if src.is_dir() else shutil.copy(src, dst/name))
+    if not examples:
+        for p in (dst/'nbs'/'api').glob('*.ipynb'):
+            nb = nbformat.read(p, as_version=4)
+            for c in nb.cells: c.source = c.source.replace('#| exec_doc\n', '')
+            nbformat.write(nb, p)
     return dst
 
 
@@ -27,7 +35,7 @@ PROC = "from nbdev.serve import proc_nbs; proc_nbs(n_workers=2)"
 
 
 def test_docs_process_cleanly(tmp_path):
-    proj = copy_project(tmp_path)
+    proj = copy_project(tmp_path, examples=False)
     r = subprocess.run([sys.executable, '-c', PROC], cwd=proj, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     # a cell mixing imports with other code renders wrongly in the docs: nbdev only warns, we fail
@@ -39,7 +47,7 @@ def test_docs_process_cleanly(tmp_path):
 
 def test_docs_check_catches_errors(tmp_path):
     """The check above can fail: a notebook whose exported cell breaks makes the docs build fail."""
-    proj = copy_project(tmp_path)
+    proj = copy_project(tmp_path, examples=False)
     nb = new_notebook(cells=[new_markdown_cell('# broken'), new_code_cell('#| export\nfrom difrob.core import no_such_name')])
     nb.metadata = {'kernelspec': {'name': 'python3', 'display_name': 'python3', 'language': 'python'}}
     nbformat.write(nb, str(proj/'nbs'/'api'/'50_broken.ipynb'))
@@ -103,3 +111,52 @@ def test_workflows_are_nbdev3s(tmp_path):
     for f in (ROOT/'.github'/'workflows').glob('*.y*ml'):
         assert f.read_text() == (tmp_path/'.github'/'workflows'/f.name).read_text(), f'{f.name} uses nbdev 2 workflows'
     assert 'AnswerDotAI/workflows/quarto-ghp3@' in (ROOT/'.github'/'workflows'/'deploy.yaml').read_text()
+
+
+API = sorted((ROOT/'nbs'/'api').glob('*.ipynb'))
+
+
+def directives(src):
+    d = {}
+    for line in src.splitlines():
+        if m := re.match(r'#\|\s*([\w-]+)\s*(.*)', line): d[m[1]] = m[2]
+        elif line.strip(): break
+    return d
+
+
+def module_of(nb):
+    return next(directives(c.source)['default_exp'] for c in nb.cells if c.cell_type == 'code' and 'default_exp' in directives(c.source))
+
+
+@pytest.mark.parametrize('path', API, ids=lambda p: p.stem)
+def test_every_public_method_has_show_doc(path):
+    nb = nbformat.read(path, as_version=4)
+    mod, text = importlib.import_module(f'difrob.{module_of(nb)}'), '\n'.join(c.source for c in nb.cells)
+    missing = [f'{n}.{m}' for n in mod.__all__ if inspect.isclass(cls := getattr(mod, n)) and cls.__module__ == mod.__name__
+               for m, v in vars(cls).items() if not m.startswith('_') and (inspect.isfunction(v) or isinstance(v, (classmethod, staticmethod)))
+               and f'show_doc({n}.{m})' not in text]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize('path', API, ids=lambda p: p.stem)
+def test_examples_run_in_the_docs_build(path):
+    """Every code cell that nbdev-test runs is executed by the docs build too (exported cells and imports are anyway)."""
+    nb = nbformat.read(path, as_version=4)
+    skipped = []
+    for c in nb.cells:
+        d, body = directives(c.source), [l for l in c.source.splitlines() if not l.startswith('#|') and l.strip()]
+        if c.cell_type != 'code' or not body or 'nbdev_export()' in c.source or d.keys() & {'export', 'exports', 'exporti', 'slow', 'gpu', 'default_exp'}: continue
+        if all(re.match(r'(import|from)\s', l) for l in body) or re.fullmatch(r'show_doc\([\w.]+\)', '\n'.join(body)): continue
+        if 'exec_doc' not in d: skipped.append(c.source[:80])
+    assert not skipped, skipped
+
+
+def test_docs_build_renders_outputs():
+    """nbdev's docs processors on one API notebook: the examples carry their outputs, the helpers of the tests are not API."""
+    code = ("from fastcore.nbio import read_nb; from nbdev.processors import FilterDefaults\n"
+            "nb = read_nb('api/02_models.ipynb'); FilterDefaults()(nb)\n"
+            "outs = [''.join(o.get('text', '')) for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'stream']\n"
+            "docs = [c.source for c in nb.cells if 'show_doc(' in c.source]\n"
+            "print(any('parameters' in o for o in outs), any('show_doc(_' in s for s in docs), any('show_doc(from_dm_state_dict)' in s for s in docs))")
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT/'nbs', capture_output=True, text=True, timeout=600, env={**os.environ, 'IN_TEST': '1'})
+    assert r.stdout.split()[-3:] == ['True', 'False', 'True'], r.stdout[-2000:] + r.stderr[-2000:]

@@ -90,7 +90,8 @@ def test_quick_report(tmp_path):
     assert m['max_class_count'] / m['min_class_count'] < 1.1  # digits are balanced
     assert 0 <= m['pixel_min'] and m['pixel_max'] <= 1 and 0.2 < m['pixel_mean'][0] < 0.4
     prov = json.loads((out/'data'/'provenance.json').read_text())
-    assert prov['params']['dataset'] == 'digits' and prov['versions']['torch']
+    assert prov['params']['dataset'] == 'digits' and prov['versions']['torch'] and prov['versions']['difrob']
+    assert len(prov['git']['commit']) == 40  # run from a clone: the commit of the notebooks and code that ran
     for f in ('samples.png', 'class_balance.png', 'pixel_stats.png', 'data.html', 'data.ipynb'):
         assert (out/'data'/f).stat().st_size > 1000, f
     # train: adversarial training buys robustness that standard training does not have (digits, Linf eps 0.1)
